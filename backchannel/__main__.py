@@ -1,0 +1,7 @@
+"""``python -m backchannel``: same as the ``backchannel`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+main()

@@ -1,0 +1,3 @@
+"""Ciphersuite primitives for MLS (RFC 9420 §5)."""
+
+from __future__ import annotations

@@ -1,0 +1,249 @@
+"""One protocol session with a relay: connect, authenticate, request, receive pushes.
+
+This is the low-level layer: one WebSocket, requests matched to answers by id,
+pushes delivered through :meth:`RelaySession.next_event`. Reconnection, cursors and
+the outbox are built on top of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from relay.errors import ProtocolViolation
+from relay.protocol import (
+    MAILBOX_ID_BYTES,
+    ErrFrame,
+    Hello,
+    OkFrame,
+    Push,
+    Revoked,
+    auth_message,
+    decode_server_frame,
+    rotate_message,
+)
+
+from .errors import ProtocolMismatch, Rejected, Unreachable
+
+__all__ = ["MailboxCapability", "RelaySession", "new_mailbox_id"]
+
+
+def new_mailbox_id() -> bytes:
+    """A fresh random mailbox id."""
+    return os.urandom(MAILBOX_ID_BYTES)
+
+
+def _public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxCapability:
+    """The private capability keys of one mailbox (any of them may be absent)."""
+
+    mailbox: bytes
+    read: Ed25519PrivateKey | None = field(default=None, repr=False)
+    write: Ed25519PrivateKey | None = field(default=None, repr=False)
+    admin: Ed25519PrivateKey | None = field(default=None, repr=False)
+
+    @classmethod
+    def generate(cls, mailbox: bytes | None = None) -> MailboxCapability:
+        """New random keys for a new (or given) mailbox id."""
+        return cls(
+            mailbox or new_mailbox_id(),
+            Ed25519PrivateKey.generate(),
+            Ed25519PrivateKey.generate(),
+            Ed25519PrivateKey.generate(),
+        )
+
+    def public_keys(self) -> dict[str, bytes]:
+        """The public keys, as the ``create`` and ``rotate`` requests carry them."""
+        out = {}
+        for name, key in (
+            ("read_key", self.read),
+            ("write_key", self.write),
+            ("admin_key", self.admin),
+        ):
+            if key is not None:
+                out[name] = _public(key)
+        return out
+
+
+class RelaySession:
+    """A connected relay session. Use :meth:`connect`; close with :meth:`close`."""
+
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, http: aiohttp.ClientSession, own: bool
+    ) -> None:
+        self._ws = ws
+        self._http = http
+        self._own_http = own
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._events: asyncio.Queue[Push | Revoked | ErrFrame] = asyncio.Queue()
+        self.hello: Hello | None = None
+        self._hello_seen = asyncio.Event()
+        self._reader = asyncio.create_task(self._read_loop(), name="relay-session-reader")
+        self.close_code: int | None = None
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, http: aiohttp.ClientSession | None = None, timeout: float = 10.0
+    ) -> RelaySession:
+        """Open ``url`` (``ws://host:port/v1/ws``) and wait for the relay's hello.
+
+        Raises:
+            Unreachable: the relay cannot be reached.
+            ProtocolMismatch: it does not speak this protocol.
+        """
+        own = http is None
+        client = http or aiohttp.ClientSession()
+        try:
+            ws = await client.ws_connect(
+                url,
+                max_msg_size=0,
+                heartbeat=30.0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if own:
+                await client.close()
+            raise Unreachable(
+                f"Cannot reach the relay at {url}: {exc.__class__.__name__}."
+            ) from None
+        session = cls(ws, client, own)
+        try:
+            await asyncio.wait_for(session._hello_seen.wait(), timeout)
+        except TimeoutError:
+            await session.close()
+            raise ProtocolMismatch("The relay did not greet this client.") from None
+        if session.hello is None:
+            await session.close()
+            raise ProtocolMismatch("The relay's first frame was not a hello.")
+        return session
+
+    @property
+    def nonce(self) -> bytes:
+        assert self.hello is not None
+        return self.hello.nonce
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    async def _read_loop(self) -> None:
+        try:
+            async for msg in self._ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    continue
+                try:
+                    frame = decode_server_frame(msg.data)
+                except ProtocolViolation:
+                    continue
+                if isinstance(frame, Hello):
+                    self.hello = frame
+                    self._hello_seen.set()
+                elif isinstance(frame, OkFrame):
+                    fut = self._pending.pop(frame.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(frame.fields)
+                elif isinstance(frame, ErrFrame):
+                    fut = self._pending.pop(frame.id, None) if frame.id is not None else None
+                    if fut is not None and not fut.done():
+                        fut.set_exception(
+                            Rejected(
+                                frame.code,
+                                frame.message,
+                                epoch=frame.epoch,
+                                retry_after=frame.retry_after,
+                            )
+                        )
+                    else:
+                        self._events.put_nowait(frame)
+                else:
+                    self._events.put_nowait(frame)
+        finally:
+            self.close_code = self._ws.close_code
+            self._hello_seen.set()
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(Unreachable("The relay connection closed."))
+            self._pending.clear()
+
+    async def send_raw(self, data: bytes | str) -> None:
+        """Send arbitrary bytes (or text) as one frame; for tests and tools."""
+        if isinstance(data, str):
+            await self._ws.send_str(data)
+        else:
+            await self._ws.send_bytes(data)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    async def call(self, op: str, *, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+        """Send one request and wait for its answer's fields.
+
+        Raises:
+            Rejected: the relay answered with an error.
+            Unreachable: the connection closed first.
+        """
+        request_id = self.next_id()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = fut
+        frame = {"v": 1, "t": "req", "id": request_id, "op": op, **fields}
+        try:
+            await self._ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
+        except (ConnectionError, RuntimeError) as exc:
+            self._pending.pop(request_id, None)
+            raise Unreachable("The relay connection closed.") from exc
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def next_event(self, timeout: float | None = None) -> Push | Revoked | ErrFrame:
+        """The next push, revocation or unmatched error frame."""
+        return await asyncio.wait_for(self._events.get(), timeout)
+
+    def pending_events(self) -> int:
+        return self._events.qsize()
+
+    # -- conveniences -------------------------------------------------------------------------
+
+    async def create(self, cap: MailboxCapability, *, ttl: int | None = None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"mailbox": cap.mailbox, **cap.public_keys()}
+        if ttl is not None:
+            fields["ttl"] = ttl
+        return await self.call("create", **fields)
+
+    async def auth(self, cap: MailboxCapability, role: str) -> None:
+        key = cap.read if role == "read" else cap.write
+        if key is None:
+            raise ValueError(f"no {role} key for this mailbox")
+        sig = key.sign(auth_message(self.nonce, "read" if role == "read" else "write", cap.mailbox))
+        await self.call("auth", mailbox=cap.mailbox, role=role, sig=sig)
+
+    async def rotate(self, cap: MailboxCapability, new: MailboxCapability) -> None:
+        """Replace ``cap``'s keys with ``new``'s (same mailbox id), signed by ``cap.admin``."""
+        if cap.admin is None:
+            raise ValueError("rotating needs the current admin key")
+        keys = new.public_keys()
+        admin = keys.get("admin_key", keys["write_key"])
+        sig = cap.admin.sign(
+            rotate_message(self.nonce, cap.mailbox, keys["read_key"], keys["write_key"], admin)
+        )
+        await self.call("rotate", mailbox=cap.mailbox, sig=sig, **keys)
+
+    async def close(self) -> None:
+        await self._ws.close()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        if self._own_http:
+            await self._http.close()

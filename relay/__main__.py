@@ -1,0 +1,166 @@
+"""``backchannel-relay``: run the blind relay, or back its store up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from aiohttp import web
+
+from .app import create_app
+from .config import RelayConfig, load_config
+from .errors import ConfigError
+from .store import sqlite_path_from_url
+
+__all__ = ["main"]
+
+
+def _configure_logging(level: str) -> None:
+    # No client address appears anywhere: the access log is off and nothing else logs one.
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _ssl_context(config: RelayConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"Cannot load the TLS certificate or key: {exc.__class__.__name__}."
+        ) from None
+    return context
+
+
+def _load(config_file: Path | None, **overrides: Any) -> RelayConfig:
+    try:
+        return load_config(os.environ, overrides, config_file)
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="backchannel", prog_name="backchannel-relay")
+def cli() -> None:
+    """The Backchannel blind relay: stores ciphertext it cannot read, for people it cannot name."""
+
+
+@cli.command()
+@click.option(
+    "--host", help="Address to listen on. [default: 127.0.0.1; env BACKCHANNEL_RELAY_HOST]"
+)
+@click.option(
+    "--port", type=int, help="Port to listen on. [default: 8765; env BACKCHANNEL_RELAY_PORT]"
+)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Directory of the SQLite store.")
+@click.option("--database-url", help="sqlite:///path (default: SQLite in the data directory).")
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="TOML configuration file."
+)
+@click.option(
+    "--tls-cert", type=click.Path(path_type=Path), help="PEM certificate chain for wss://."
+)
+@click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key for --tls-cert.")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level."
+)
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Run the relay until SIGTERM or Ctrl-C.
+
+    Every flag can also be set as BACKCHANNEL_RELAY_<NAME> or in the --config file;
+    flags win over the environment, which wins over the file.
+    """
+    config = _load(config_file, **flags)
+    _configure_logging(config.log_level)
+    try:
+        context = _ssl_context(config)
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+    scheme = "wss" if context else "ws"
+    store = config.store_url().split(":", 1)[0]
+
+    def announce(_: str) -> None:
+        click.echo(
+            f"Backchannel relay listening on {scheme}://{config.host}:{config.port}/v1/ws "
+            f"({store} store in {config.data_dir if store == 'sqlite' else 'the database'}). "
+            "Stop with Ctrl-C.",
+            err=True,
+        )
+
+    try:
+        web.run_app(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            ssl_context=context,
+            access_log=None,
+            shutdown_timeout=config.shutdown_timeout + 5,
+            print=announce,
+            loop=_event_loop(),
+        )
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"Cannot listen on {config.host}:{config.port}: {exc.strerror or exc}."
+        ) from None
+
+
+@cli.command()
+@click.argument("destination", type=click.Path(path_type=Path))
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Directory of the SQLite store.")
+@click.option("--database-url", help="sqlite:///path of the store to back up.")
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="TOML configuration file."
+)
+def backup(destination: Path, config_file: Path | None, **flags: Any) -> None:
+    """Copy the SQLite store to DESTINATION consistently, while the relay runs."""
+    config = _load(config_file, **flags)
+    url = config.store_url()
+    if not url.startswith("sqlite:"):
+        raise click.UsageError("backup copies SQLite stores; back PostgreSQL up with pg_dump.")
+    source = sqlite_path_from_url(url)
+    if not source.exists():
+        raise click.ClickException(f"There is no store at {source}.")
+    if destination.exists():
+        raise click.ClickException(f"{destination} already exists; choose a new file.")
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    dst = sqlite3.connect(destination)
+    try:
+        src.backup(dst)  # SQLite's online backup: a consistent snapshot, writers keep going
+    finally:
+        dst.close()
+        src.close()
+    destination.chmod(0o600)
+    click.echo(f"Backed up the store to {destination}.", err=True)
+
+
+def main() -> None:
+    """Entry point of the ``backchannel-relay`` command."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""HTTP endpoints and the WebSocket endpoint of the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from . import PROTOCOL_VERSION
+from .appkeys import CONFIG, CONNECTIONS, METRICS, OPERATIONS, SERVER_NAME, STORE
+from .connection import Connection, TokenBucket
+from .errors import InternalError, ProtocolViolation, RelayError, StoreUnavailable
+from .operations import Operations
+from .protocol import NONCE_BYTES, decode_request, request_id_of
+
+__all__ = ["healthz", "info", "metrics", "websocket"]
+
+log = logging.getLogger(__name__)
+
+_HEALTH_TIMEOUT = 2.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 while the store answers, 503 otherwise."""
+    try:
+        await asyncio.wait_for(request.app[STORE].ping(), _HEALTH_TIMEOUT)
+    except (RelayError, TimeoutError):
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def info(request: web.Request) -> web.Response:
+    """Protocol version and the limits a client must respect."""
+    config = request.app[CONFIG]
+    return web.json_response(
+        {"protocol": PROTOCOL_VERSION, "server": request.app[SERVER_NAME], "limits": config.info()}
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    stats = await request.app[STORE].stats()
+    body = request.app[METRICS].render(stats)
+    return web.Response(
+        body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """The relay protocol: see ``docs/relay-protocol.md``."""
+    app = request.app
+    config, ops, metric = app[CONFIG], app[OPERATIONS], app[METRICS]
+    connections = app[CONNECTIONS]
+    if ops.shutting_down:
+        metric.rejected.labels("shutting_down").inc()
+        raise web.HTTPServiceUnavailable(text="The relay is shutting down.")
+    if len(connections) >= config.limits.max_connections:
+        metric.rejected.labels("too_many_connections").inc()
+        raise web.HTTPServiceUnavailable(text="The relay has too many connections; retry later.")
+
+    ws = web.WebSocketResponse(
+        max_msg_size=config.limits.max_frame_bytes,
+        heartbeat=30.0,
+        compress=False,  # compression would leak plaintext-independent but size-revealing detail
+    )
+    await ws.prepare(request)
+    nonce = os.urandom(NONCE_BYTES)
+    conn = Connection(
+        ws,
+        nonce,
+        queue_limit=config.limits.send_queue_bytes,
+        bucket=TokenBucket(
+            config.limits.appends_per_second, config.limits.append_burst, _monotonic()
+        ),
+        metrics=metric,
+    )
+    connections.add(conn)
+    metric.connections.inc()
+    try:
+        conn.send(
+            {"t": "hello", "nonce": nonce, "server": app[SERVER_NAME], "limits": config.info()}
+        )
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                metric.received_bytes.inc(len(msg.data))
+                await _handle_frame(conn, ops, msg.data)
+            elif msg.type == WSMsgType.TEXT:
+                metric.rejected.labels("bad_frame").inc()
+                conn.send(
+                    _error_frame(
+                        None, ProtocolViolation("Frames must be binary msgpack, not text.")
+                    )
+                )
+            elif msg.type == WSMsgType.ERROR:
+                break
+        if ws.close_code == 1009:
+            metric.rejected.labels("frame_too_large").inc()
+    finally:
+        connections.discard(conn)
+        metric.connections.dec()
+        ops.hub.forget(conn)
+        await conn.release()
+    return ws
+
+
+def _monotonic() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _error_frame(request_id: int | None, error: RelayError) -> dict[str, Any]:
+    return {
+        "t": "err",
+        "id": request_id,
+        "code": error.code,
+        "message": error.message,
+        **error.extra(),
+    }
+
+
+async def _handle_frame(conn: Connection, ops: Operations, data: bytes) -> None:
+    metric = ops.metrics
+    try:
+        request = decode_request(data, max_bytes=ops.limits.max_frame_bytes)
+    except ProtocolViolation as exc:
+        metric.rejected.labels(exc.code).inc()
+        metric.requests.labels("invalid", exc.code).inc()
+        conn.send(_error_frame(request_id_of(data), exc))
+        return
+    op = type(request).__name__.lower()
+    conn.busy += 1
+    try:
+        result = await ops.handle(conn, request)
+    except RelayError as exc:
+        metric.requests.labels(op, exc.code).inc()
+        if exc.code not in {"stale_epoch"}:
+            metric.rejected.labels(exc.code).inc()
+        conn.send(_error_frame(request.id, exc))
+    except (TimeoutError, ConnectionError):
+        metric.requests.labels(op, StoreUnavailable.code).inc()
+        conn.send(_error_frame(request.id, StoreUnavailable()))
+    except Exception:
+        # Our bug. The traceback goes to the operator's log; it holds no request data
+        # because no request field is ever put into an exception message.
+        log.exception("unexpected error handling %s", op)
+        metric.requests.labels(op, InternalError.code).inc()
+        conn.send(_error_frame(request.id, InternalError()))
+    else:
+        metric.requests.labels(op, "ok").inc()
+        conn.send({"t": "ok", "id": request.id, **result})
+    finally:
+        conn.busy -= 1

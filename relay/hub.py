@@ -1,0 +1,194 @@
+"""Live subscriptions: backlog then pushes, with no gap and no duplicate across the seam.
+
+Theory of operation: a subscription has a cursor (the last sequence number it has
+sent). The store tells the hub about every committed entry, in order per mailbox,
+and the hub offers it to each subscription of that mailbox. While a subscription is
+*catching up* (reading from the store) it only notes the highest sequence number it
+was offered; otherwise an offer of exactly ``cursor + 1`` is pushed at once, an offer
+at or below the cursor is a duplicate and ignored, and anything further ahead means
+something was missed (a notification lost, or a page still in flight), so the
+subscription catches up from the store again. Catching up ends only when a store
+read finds nothing beyond the cursor and nothing newer was offered meanwhile; the
+check and the switch back to live mode happen without an ``await`` in between, so
+no entry can slip through the seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .errors import RelayError
+from .store.base import Appended, MailboxStore
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .metrics import RelayMetrics
+
+__all__ = ["Hub", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    """One connection's subscription to one mailbox."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        conn: Connection,
+        mailbox: bytes,
+        cursor: int,
+    ) -> None:
+        self.hub = hub
+        self.conn = conn
+        self.mailbox = mailbox
+        self.cursor = cursor
+        self._offered = cursor
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    @property
+    def catching_up(self) -> bool:
+        return self._task is not None
+
+    def start(self) -> None:
+        self._catch_up()
+
+    def offer(self, seq: int, blob: bytes) -> None:
+        """A new entry was committed to this mailbox."""
+        if self.closed:
+            return
+        if self._task is not None:
+            self._offered = max(self._offered, seq)
+            return
+        if seq <= self.cursor:
+            return
+        if seq == self.cursor + 1:
+            if self._push(seq, blob, live=True):
+                self.cursor = seq
+            return
+        self._offered = max(self._offered, seq)
+        self._catch_up()
+
+    def _push(self, seq: int, blob: bytes, *, live: bool) -> bool:
+        ok = self.conn.send(
+            {"t": "push", "mailbox": self.mailbox, "seq": seq, "blob": blob}, force=not live
+        )
+        if ok:
+            self.hub.metrics.pushed.inc()
+        return ok
+
+    def _catch_up(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run_catch_up(), name="relay-catch-up"
+        )
+
+    async def _run_catch_up(self) -> None:
+        hub = self.hub
+        try:
+            while not self.closed:
+                page = await hub.store.fetch(
+                    self.mailbox, self.cursor, hub.page_entries, hub.page_bytes, hub.clock()
+                )
+                for seq, blob in page.entries:
+                    await self.conn.wait_for_room()
+                    if self.closed or self.conn.closing:
+                        return
+                    if seq > self.cursor:
+                        self._push(seq, blob, live=False)
+                        self.cursor = seq
+                if page.more:
+                    continue
+                # Entries at or below the snapshot's head that did not come back were
+                # trimmed or expired: skip them rather than wait for them forever.
+                self.cursor = max(self.cursor, page.head)
+                if self._offered <= self.cursor:
+                    self._task = None  # live from here; no await since the check
+                    return
+        except RelayError as exc:
+            # The mailbox vanished (expired) or the store is down: end the subscription
+            # visibly rather than leave the client waiting on a silent stream.
+            log.info("subscription ended: %s", exc.code)
+            self.conn.send({"t": "revoked", "mailbox": self.mailbox})
+            self.conn.subscriptions.pop(self.mailbox, None)
+            self.close()
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.hub.remove(self)
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+
+class Hub:
+    """Index of subscriptions and grants by mailbox; fans committed entries out."""
+
+    def __init__(
+        self,
+        store: MailboxStore,
+        metrics: RelayMetrics,
+        clock: Callable[[], float],
+        *,
+        page_entries: int,
+        page_bytes: int,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.page_entries = page_entries
+        self.page_bytes = page_bytes
+        self._subs: dict[bytes, set[Subscription]] = {}
+        self._grants: dict[bytes, weakref.WeakSet[Connection]] = {}
+        self._rotations: dict[bytes, int] = {}
+        store.add_listener(self.publish)
+
+    def subscribe(self, conn: Connection, mailbox: bytes, after: int) -> Subscription:
+        """Register first, then start the backlog read, so nothing committed in between is lost."""
+        sub = Subscription(self, conn, mailbox, after)
+        self._subs.setdefault(mailbox, set()).add(sub)
+        sub.start()
+        return sub
+
+    def remove(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.mailbox)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.mailbox]
+
+    def publish(self, appended: Sequence[Appended]) -> None:
+        for entry in appended:
+            for sub in tuple(self._subs.get(entry.mailbox, ())):
+                sub.offer(entry.seq, entry.blob)
+
+    def note_grant(self, conn: Connection, mailbox: bytes) -> None:
+        self._grants.setdefault(mailbox, weakref.WeakSet()).add(conn)
+
+    def forget(self, conn: Connection) -> None:
+        """Drop a closed connection from the grant index."""
+        for mailbox in conn.grants:
+            conns = self._grants.get(mailbox)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del self._grants[mailbox]
+
+    def rotations(self, mailbox: bytes) -> int:
+        """How often this node saw the mailbox's keys rotated (to spot a racing auth)."""
+        return self._rotations.get(mailbox, 0)
+
+    def revoke(self, mailbox: bytes) -> None:
+        """The mailbox's keys changed: every connection must authenticate again."""
+        self._rotations[mailbox] = self._rotations.get(mailbox, 0) + 1
+        for conn in tuple(self._grants.pop(mailbox, ())):
+            conn.revoke(mailbox)

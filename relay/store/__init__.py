@@ -1,0 +1,44 @@
+"""Mailbox storage backends behind one interface; :func:`open_store` picks one by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ..errors import ConfigError
+from .base import MailboxStore, StoreLimits
+
+__all__ = ["MailboxStore", "StoreLimits", "open_store", "sqlite_path_from_url"]
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """The file of a ``sqlite:///absolute/path`` or ``sqlite:relative/path`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigError("Not a sqlite: URL.")
+    raw = unquote(parts.path if parts.netloc == "" else parts.netloc + parts.path)
+    if raw.startswith("//"):
+        raw = "/" + raw.lstrip("/")  # sqlite:////abs/path, the SQLAlchemy spelling
+    if not raw or raw == "/":
+        raise ConfigError(
+            "A sqlite: URL needs a file path, e.g. sqlite:///var/lib/relay/relay.sqlite3."
+        )
+    return Path(raw).expanduser()
+
+
+def open_store(url: str, limits: StoreLimits) -> MailboxStore:
+    """Build (not yet open) the store a database URL names.
+
+    Raises:
+        ConfigError: an unknown scheme or a malformed URL.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(sqlite_path_from_url(url), limits)
+    if scheme in {"postgres", "postgresql"}:
+        raise ConfigError(
+            "PostgreSQL storage is not available in this version of the relay; use the SQLite default."
+        )
+    raise ConfigError(f"Unknown database URL scheme {scheme!r}; use sqlite:///path.")

@@ -1,0 +1,180 @@
+"""The mailbox store interface every backend implements, and the values it trades in.
+
+A mailbox is an ordered log of opaque blobs. Sequence numbers start at 1 and are
+assigned without gaps or duplicates; trimming and expiry remove entries but never
+reuse a number. A backend acknowledges a write only once it is durable, and tells
+its listeners about new entries after the commit, in sequence order per mailbox.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Appended",
+    "MailboxKeys",
+    "MailboxStore",
+    "NewEntry",
+    "Page",
+    "StoreLimits",
+    "StoreStats",
+    "SweepResult",
+    "round_up",
+]
+
+
+def round_up(when: float, granularity: int) -> int:
+    """Round a time up to a multiple of ``granularity`` seconds (coarse expiry times)."""
+    return int(math.ceil(when / granularity) * granularity)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxKeys:
+    """A mailbox's public capability keys (Ed25519, 32 bytes each)."""
+
+    read_key: bytes
+    write_key: bytes
+    admin_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """A blob to append. ``ttl`` None means the mailbox's TTL; it is capped at it."""
+
+    mailbox: bytes
+    blob: bytes = field(repr=False)
+    key: bytes | None = None
+    ttl: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The outcome of one entry of an append."""
+
+    mailbox: bytes
+    seq: int
+    #: True when the idempotency key matched an earlier append: nothing new was written.
+    duplicate: bool
+    #: The mailbox's compare-and-set epoch after this append.
+    epoch: int = 0
+    blob: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of entries above a cursor."""
+
+    entries: list[tuple[int, bytes]] = field(repr=False)
+    #: The mailbox's last assigned sequence number.
+    head: int
+    #: True when more entries follow this page.
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    entries: int
+    mailboxes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    mailboxes: int
+    entries: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """The quotas and time rules a store enforces inside its transactions."""
+
+    mailbox_max_entries: int = 100_000
+    mailbox_max_bytes: int = 256 * 1024 * 1024
+    store_max_bytes: int = 16 * 1024**3
+    min_free_disk_bytes: int = 256 * 1024 * 1024
+    expiry_granularity: int = 3600
+    group_commit_max: int = 1024
+
+
+Listener = Callable[[Sequence[Appended]], None]
+
+
+class MailboxStore(ABC):
+    """Storage for mailboxes; all methods are coroutines safe to call concurrently.
+
+    Errors: ``MailboxExists``, ``CapabilityDenied`` (no such mailbox), ``StaleEpoch``,
+    ``MailboxFull``, ``StoreFull`` and ``StoreUnavailable`` from :mod:`relay.errors`.
+    A failed call has written nothing.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` on the event loop with each committed batch of new entries."""
+        self._listeners.append(listener)
+
+    def _notify(self, appended: Sequence[Appended]) -> None:
+        for listener in self._listeners:
+            listener(appended)
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Open connections, apply migrations and start background workers."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish queued writes, then release every resource."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Return if the store answers; raise ``StoreUnavailable`` otherwise."""
+
+    @abstractmethod
+    async def create_mailbox(self, mailbox: bytes, keys: MailboxKeys, ttl: int, now: float) -> None:
+        """Create an empty mailbox at epoch 0 whose entries live ``ttl`` seconds."""
+
+    @abstractmethod
+    async def get_keys(self, mailbox: bytes, now: float) -> MailboxKeys | None:
+        """The mailbox's keys, or None if it does not exist (or has expired)."""
+
+    @abstractmethod
+    async def touch(self, mailbox: bytes, now: float) -> None:
+        """Extend the mailbox's life by its TTL from ``now`` (it is in use)."""
+
+    @abstractmethod
+    async def append(
+        self, entries: Sequence[NewEntry], epoch: int | None, now: float
+    ) -> list[Appended]:
+        """Append ``entries`` atomically; ``entries[0]`` is the main entry.
+
+        With ``epoch``, the main entry's mailbox must be at that epoch, which then
+        moves to ``epoch + 1``. When the main entry's idempotency key matches an
+        earlier append, nothing is written and the earlier results come back with
+        ``duplicate=True``.
+        """
+
+    @abstractmethod
+    async def fetch(
+        self, mailbox: bytes, after: int, limit: int, max_bytes: int, now: float
+    ) -> Page:
+        """Entries with a sequence number above ``after``, oldest first."""
+
+    @abstractmethod
+    async def trim(self, mailbox: bytes, through: int) -> int:
+        """Delete entries up to and including ``through``; returns how many."""
+
+    @abstractmethod
+    async def rotate(self, mailbox: bytes, keys: MailboxKeys) -> None:
+        """Replace the mailbox's capability keys."""
+
+    @abstractmethod
+    async def sweep(self, now: float) -> SweepResult:
+        """Delete expired entries and mailboxes."""
+
+    @abstractmethod
+    async def stats(self) -> StoreStats:
+        """Counts for metrics."""
