@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import ssl as ssl_module
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,9 +97,20 @@ class RelaySession:
 
     @classmethod
     async def connect(
-        cls, url: str, *, http: aiohttp.ClientSession | None = None, timeout: float = 10.0
+        cls,
+        url: str,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        timeout: float = 10.0,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> RelaySession:
-        """Open ``url`` (``ws://host:port/v1/ws``) and wait for the relay's hello.
+        """Open ``url`` (``ws://`` or ``wss://host:port/v1/ws``) and wait for the relay's hello.
+
+        Args:
+            url: the relay's WebSocket URL.
+            http: a client session to use (and not close); a private one otherwise.
+            timeout: seconds for connecting and for the hello.
+            ssl: an ``ssl.SSLContext`` for ``wss://`` relays with a private CA.
 
         Raises:
             Unreachable: the relay cannot be reached.
@@ -107,11 +119,15 @@ class RelaySession:
         own = http is None
         client = http or aiohttp.ClientSession()
         try:
-            ws = await client.ws_connect(
-                url,
-                max_msg_size=0,
-                heartbeat=30.0,
-                timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+            ws = await asyncio.wait_for(
+                client.ws_connect(
+                    url,
+                    max_msg_size=0,
+                    heartbeat=30.0,
+                    ssl=ssl if ssl is not None else True,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                ),
+                timeout,
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if own:

@@ -283,3 +283,65 @@ def test_backup_copies_a_consistent_store(tmp_path: Path) -> None:
             relay.stop()
 
     asyncio.run(check())
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_native_tls(tmp_path: Path, processes: list[RelayProcess]) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    relay = RelayProcess(
+        tmp_path / "data",
+        env={"BACKCHANNEL_RELAY_TLS_CERT": str(cert), "BACKCHANNEL_RELAY_TLS_KEY": str(key)},
+    )
+    processes.append(relay)
+    context = ssl.create_default_context(cafile=str(cert))
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                async with http.get(f"https://localhost:{relay.port}/healthz", ssl=context) as r:
+                    assert r.status == 200
+                    break
+            except aiohttp.ClientConnectorError:
+                assert time.monotonic() < deadline and relay.proc.poll() is None
+                await asyncio.sleep(0.05)
+        session = await RelaySession.connect(f"wss://localhost:{relay.port}/v1/ws", ssl=context)
+        assert await session.call("ping") == {}
+        await session.close()
+        # Plain ws:// is not served on a TLS port.
+        with pytest.raises(TransportError):
+            await RelaySession.connect(f"ws://127.0.0.1:{relay.port}/v1/ws", timeout=3)
