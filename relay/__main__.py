@@ -16,19 +16,33 @@ from aiohttp import web
 
 from .app import create_app
 from .config import RelayConfig, load_config
-from .errors import ConfigError
+from .errors import ConfigError, RelayError
 from .store import sqlite_path_from_url
 
 __all__ = ["main"]
 
 
+class _NoPeerDetails(logging.Filter):
+    """aiohttp's server logger puts the peer's address into some messages (for example
+    "Error handling request from <ip>"); keep the event, drop the address."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiohttp.server"):
+            record.msg = "aiohttp: " + str(record.msg).split(" from ", 1)[0]
+            record.args = ()
+        return True
+
+
 def _configure_logging(level: str) -> None:
-    # No client address appears anywhere: the access log is off and nothing else logs one.
+    # No client address appears anywhere: the access log is off, and the one aiohttp
+    # logger that names peers is filtered.
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NoPeerDetails())
 
 
 def _ssl_context(config: RelayConfig) -> ssl.SSLContext | None:
@@ -155,6 +169,75 @@ def backup(destination: Path, config_file: Path | None, **flags: Any) -> None:
         src.close()
     destination.chmod(0o600)
     click.echo(f"Backed up the store to {destination}.", err=True)
+
+
+@cli.command()
+@click.option("--database-url", help="postgresql://… (SQLite stores migrate themselves at start).")
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="TOML configuration file."
+)
+def migrate(config_file: Path | None, **flags: Any) -> None:
+    """Apply pending schema migrations to the configured store, then exit.
+
+    `serve` also applies them at start; run this before rolling out a new version on
+    several nodes, so no node starts on a schema it does not know.
+    """
+    config = _load(config_file, **flags)
+    url = config.store_url()
+
+    async def run() -> int:
+        if url.startswith("sqlite:"):
+            import sqlite3 as sqlite
+
+            from .store.sqlite import apply_migrations as sqlite_migrations
+
+            path = sqlite_path_from_url(url)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            conn = sqlite.connect(path, isolation_level=None)
+            try:
+                return sqlite_migrations(conn)
+            finally:
+                conn.close()
+        import asyncpg
+
+        from .store.postgres import apply_migrations as pg_migrations
+
+        try:
+            pg = await asyncpg.connect(url, timeout=10)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise click.ClickException(
+                f"Cannot reach PostgreSQL: {exc.__class__.__name__}."
+            ) from None
+        try:
+            return await pg_migrations(pg)
+        finally:
+            await pg.close()
+
+    version = asyncio.run(run())
+    click.echo(f"The store is at schema version {version}.", err=True)
+
+
+@cli.command("migrate-store")
+@click.option(
+    "--from", "source", required=True, help="sqlite:///path/to/relay.sqlite3 to copy from."
+)
+@click.option("--to", "target", required=True, help="postgresql://… to copy into.")
+def migrate_store(source: str, target: str) -> None:
+    """Copy every mailbox and entry of a SQLite store into PostgreSQL.
+
+    Stop the relay that uses the SQLite store first. The copy is one transaction:
+    it lands whole or not at all, and it refuses to overwrite mailboxes that already
+    exist in the target.
+    """
+    from .store.migrate import copy_sqlite_to_postgres
+
+    try:
+        mailboxes, entries = asyncio.run(copy_sqlite_to_postgres(source, target))
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+    except RelayError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"Copied {mailboxes} mailboxes and {entries} entries into PostgreSQL.", err=True)
 
 
 def main() -> None:

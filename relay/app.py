@@ -86,10 +86,16 @@ def create_app(
     if config.metrics:
         app.router.add_get("/metrics", handlers.metrics)
 
+    app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_sweeper_context(clock))
     app.on_shutdown.append(_graceful_shutdown)
     return app
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # The default names the Python and aiohttp versions: free help for an attacker.
+    response.headers["Server"] = "backchannel-relay"
 
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
@@ -121,8 +127,8 @@ async def _sweep_forever(app: web.Application, clock: Callable[[], float]) -> No
         except RelayError as exc:
             log.warning("expiry sweep failed: %s", exc.code)
         else:
-            metrics.expired.inc(result.entries)
-            metrics.expired_mailboxes.inc(result.mailboxes)
+            metrics.expired += result.entries
+            metrics.expired_mailboxes += result.mailboxes
             if result.entries or result.mailboxes:
                 log.debug("swept %d entries, %d mailboxes", result.entries, result.mailboxes)
         await asyncio.sleep(interval)

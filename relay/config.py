@@ -9,6 +9,8 @@ variables ``BACKCHANNEL_RELAY_<FIELD>``, command-line flags. Sizes accept ``KiB`
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -53,8 +55,9 @@ def parse_duration(value: object, name: str = "duration") -> int:
 
 
 def _parse_with_units(value: object, name: str, units: Mapping[str, int], what: str) -> int:
+    number: float
     if isinstance(value, int) and not isinstance(value, bool):
-        number, unit = float(value), ""
+        number, unit = value, ""
     elif isinstance(value, str) and (
         m := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
     ):
@@ -65,7 +68,10 @@ def _parse_with_units(value: object, name: str, units: Mapping[str, int], what: 
         raise ConfigError(
             f"{name} has an unknown unit {unit!r}; use one of {', '.join(u for u in units if u)}."
         )
-    result = int(number * units[unit])
+    try:
+        result = int(number * units[unit])
+    except OverflowError:
+        raise ConfigError(f"{name} is too large.") from None
     if result < 0:
         raise ConfigError(f"{name} must not be negative.")
     return result
@@ -89,6 +95,11 @@ class Limits:
     """Token-bucket refill rate for appends on one connection (``rate_limited``)."""
     append_burst: int = 200
     """Token-bucket size: appends a connection may make at once."""
+    requests_per_second: float = 500.0
+    """Token-bucket refill rate for every other store-touching request (auth, fetch,
+    subscribe, trim, rotate) on one connection (``rate_limited``)."""
+    request_burst: int = 2000
+    """Token-bucket size for those requests."""
     max_subscriptions: int = 512
     """Subscriptions one connection may hold (``too_many_subscriptions``)."""
     mailbox_max_entries: int = 100_000
@@ -157,13 +168,17 @@ class RelayConfig:
             "max_blob_bytes": lim.max_blob_bytes,
             "max_also": lim.max_also,
             "max_fetch": lim.max_fetch,
+            "max_fetch_bytes": lim.max_fetch_bytes,
             "appends_per_second": lim.appends_per_second,
             "append_burst": lim.append_burst,
+            "requests_per_second": lim.requests_per_second,
+            "request_burst": lim.request_burst,
             "max_subscriptions": lim.max_subscriptions,
             "mailbox_max_entries": lim.mailbox_max_entries,
             "mailbox_max_bytes": lim.mailbox_max_bytes,
             "default_ttl": self.default_ttl,
             "max_ttl": self.max_ttl,
+            "expiry_granularity": self.expiry_granularity,
         }
 
 
@@ -192,13 +207,17 @@ def _convert(name: str, value: object) -> object:
     kind = (_TOP_FIELDS.get(name) or _LIMIT_FIELDS[name]).type
     try:
         if kind == "int":
-            if isinstance(value, bool):
+            # int(80.7) would quietly drop the fraction.
+            if isinstance(value, bool | float):
                 raise ValueError
             return int(value)  # type: ignore[call-overload]
         if kind == "float":
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)  # type: ignore[arg-type]
+            number = float(value)  # type: ignore[arg-type]
+            if not math.isfinite(number):
+                raise ValueError
+            return number
         if kind == "bool":
             if isinstance(value, bool):
                 return value
@@ -209,9 +228,17 @@ def _convert(name: str, value: object) -> object:
                 return False
             raise ValueError
         if kind in {"Path", "Path | None"}:
-            return None if value in (None, "") else Path(str(value)).expanduser()
+            if value is None or value == "":
+                return None
+            if not isinstance(value, str | os.PathLike):
+                raise TypeError
+            return Path(value).expanduser()
         if kind in {"str", "str | None"}:
-            return None if value is None and "None" in kind else str(value)
+            if value is None and "None" in kind:
+                return None
+            if not isinstance(value, str):
+                raise TypeError
+            return value
     except (TypeError, ValueError):
         raise ConfigError(f"{name} has an invalid value; expected {kind}.") from None
     raise ConfigError(f"{name} has an unsupported type {kind}.")  # pragma: no cover
@@ -314,10 +341,16 @@ def _validate(config: RelayConfig) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name} must be greater than zero.")
-    if lim.appends_per_second <= 0 or config.sweep_interval <= 0 or config.shutdown_timeout < 0:
+    if lim.appends_per_second <= 0 or lim.requests_per_second <= 0 or config.sweep_interval <= 0:
         raise ConfigError("appends_per_second and sweep_interval must be positive.")
+    if config.shutdown_timeout < 0:
+        raise ConfigError("shutdown_timeout must not be negative.")
     if config.default_ttl > config.max_ttl:
         raise ConfigError("default_ttl must not exceed max_ttl.")
+    if lim.append_burst < 1 + lim.max_also:
+        raise ConfigError(
+            "append_burst must be at least 1 + max_also, or the largest appends never pass."
+        )
     if lim.max_blob_bytes + 4 * KIB > lim.max_frame_bytes:
         raise ConfigError(
             "max_frame_bytes must exceed max_blob_bytes by at least 4 KiB of framing."

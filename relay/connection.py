@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import struct
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,6 +32,19 @@ log = logging.getLogger(__name__)
 
 #: Close code for a client that does not read its pushes fast enough.
 CLOSE_SLOW_CONSUMER: Final = 4008
+
+#: Below this much unsent data in the socket's buffer, frames are written straight to
+#: the transport; above it, they wait in the connection's queue for the writer task.
+_DIRECT_WRITE_BELOW: Final = 64 * 1024
+
+
+def _binary_frame_header(length: int) -> bytes:
+    """RFC 6455 §5.2 header of an unmasked, final, binary frame (server to client)."""
+    if length < 126:
+        return struct.pack("!BB", 0x82, length)
+    if length < 65536:
+        return struct.pack("!BBH", 0x82, 126, length)
+    return struct.pack("!BBQ", 0x82, 127, length)
 
 
 class TokenBucket:
@@ -63,11 +77,14 @@ class Connection:
         *,
         queue_limit: int,
         bucket: TokenBucket,
+        request_bucket: TokenBucket,
         metrics: RelayMetrics,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
         self.nonce = nonce
         self.bucket = bucket
+        self.request_bucket = request_bucket
         self.grants: dict[bytes, set[Role]] = {}
         self.subscriptions: dict[bytes, Subscription] = {}
         self.busy = 0  # requests being handled (graceful shutdown waits for 0)
@@ -79,6 +96,11 @@ class Connection:
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
+        self._sending = False  # the writer task is between taking a frame and writing it
+        # Frames usually go straight to the transport: waking a writer task for every
+        # push cost more CPU than writing the frame. The task only drains the queue
+        # that builds up while the socket is backed up.
+        self._transport = transport
         self._writer = asyncio.create_task(self._write_loop(), name="relay-ws-writer")
 
     @property
@@ -99,7 +121,7 @@ class Connection:
         sub = self.subscriptions.pop(mailbox, None)
         if sub is not None:
             sub.close()
-        self.send({"t": "revoked", "mailbox": mailbox})
+        self.send({"t": "revoked", "mailbox": mailbox, "reason": "rotated"})
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -108,13 +130,30 @@ class Connection:
         as a slow consumer when the queue is over its limit. Returns whether it was queued."""
         if self.closing:
             return False
-        data = encode(frame)
+        return self.send_encoded(encode(frame), force=force)
+
+    def send_encoded(self, data: bytes, *, force: bool = True) -> bool:
+        """:meth:`send` for a frame already encoded (one push encoded once for every
+        subscriber)."""
+        if self.closing:
+            return False
         if not force and self._queued_bytes + len(data) > self._queue_limit:
-            self._metrics.disconnects.labels("slow_consumer").inc()
+            self._metrics.disconnects["slow_consumer"] += 1
             self.close_soon(
                 CLOSE_SLOW_CONSUMER, "slow_consumer: reconnect and resume from your cursor"
             )
             return False
+        transport = self._transport
+        if (
+            transport is not None
+            and not self._queue
+            and not self._sending
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < _DIRECT_WRITE_BELOW
+        ):
+            transport.write(_binary_frame_header(len(data)) + data)
+            self._metrics.sent_bytes += len(data)
+            return True
         self._queue.append(data)
         self._queued_bytes += len(data)
         if self._queued_bytes >= self._queue_limit:
@@ -137,8 +176,12 @@ class Connection:
                     self._queued_bytes -= len(data)
                     if self._queued_bytes < self._queue_limit:
                         self._room.set()
-                    await self.ws.send_bytes(data)
-                    self._metrics.sent_bytes.inc(len(data))
+                    self._sending = True
+                    try:
+                        await self.ws.send_bytes(data)  # waits while the socket is backed up
+                    finally:
+                        self._sending = False
+                    self._metrics.sent_bytes += len(data)
         except (ConnectionError, RuntimeError):
             # The peer went away or the socket is closing; the reader loop notices too.
             self._closing = True

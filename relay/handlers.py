@@ -55,10 +55,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     config, ops, metric = app[CONFIG], app[OPERATIONS], app[METRICS]
     connections = app[CONNECTIONS]
     if ops.shutting_down:
-        metric.rejected.labels("shutting_down").inc()
+        metric.rejected["shutting_down"] += 1
         raise web.HTTPServiceUnavailable(text="The relay is shutting down.")
     if len(connections) >= config.limits.max_connections:
-        metric.rejected.labels("too_many_connections").inc()
+        metric.rejected["too_many_connections"] += 1
         raise web.HTTPServiceUnavailable(text="The relay has too many connections; retry later.")
 
     ws = web.WebSocketResponse(
@@ -75,20 +75,24 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         bucket=TokenBucket(
             config.limits.appends_per_second, config.limits.append_burst, _monotonic()
         ),
+        request_bucket=TokenBucket(
+            config.limits.requests_per_second, config.limits.request_burst, _monotonic()
+        ),
         metrics=metric,
+        transport=request.transport,
     )
     connections.add(conn)
-    metric.connections.inc()
+    metric.connections += 1
     try:
         conn.send(
             {"t": "hello", "nonce": nonce, "server": app[SERVER_NAME], "limits": config.info()}
         )
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
-                metric.received_bytes.inc(len(msg.data))
+                metric.received_bytes += len(msg.data)
                 await _handle_frame(conn, ops, msg.data)
             elif msg.type == WSMsgType.TEXT:
-                metric.rejected.labels("bad_frame").inc()
+                metric.rejected["bad_frame"] += 1
                 conn.send(
                     _error_frame(
                         None, ProtocolViolation("Frames must be binary msgpack, not text.")
@@ -97,10 +101,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             elif msg.type == WSMsgType.ERROR:
                 break
         if ws.close_code == 1009:
-            metric.rejected.labels("frame_too_large").inc()
+            metric.rejected["frame_too_large"] += 1
     finally:
         connections.discard(conn)
-        metric.connections.dec()
+        metric.connections -= 1
         ops.hub.forget(conn)
         await conn.release()
     return ws
@@ -125,8 +129,8 @@ async def _handle_frame(conn: Connection, ops: Operations, data: bytes) -> None:
     try:
         request = decode_request(data, max_bytes=ops.limits.max_frame_bytes)
     except ProtocolViolation as exc:
-        metric.rejected.labels(exc.code).inc()
-        metric.requests.labels("invalid", exc.code).inc()
+        metric.rejected[exc.code] += 1
+        metric.count_request("invalid", exc.code)
         conn.send(_error_frame(request_id_of(data), exc))
         return
     op = type(request).__name__.lower()
@@ -134,21 +138,21 @@ async def _handle_frame(conn: Connection, ops: Operations, data: bytes) -> None:
     try:
         result = await ops.handle(conn, request)
     except RelayError as exc:
-        metric.requests.labels(op, exc.code).inc()
+        metric.count_request(op, exc.code)
         if exc.code not in {"stale_epoch"}:
-            metric.rejected.labels(exc.code).inc()
+            metric.rejected[exc.code] += 1
         conn.send(_error_frame(request.id, exc))
     except (TimeoutError, ConnectionError):
-        metric.requests.labels(op, StoreUnavailable.code).inc()
+        metric.count_request(op, StoreUnavailable.code)
         conn.send(_error_frame(request.id, StoreUnavailable()))
     except Exception:
         # Our bug. The traceback goes to the operator's log; it holds no request data
         # because no request field is ever put into an exception message.
         log.exception("unexpected error handling %s", op)
-        metric.requests.labels(op, InternalError.code).inc()
+        metric.count_request(op, InternalError.code)
         conn.send(_error_frame(request.id, InternalError()))
     else:
-        metric.requests.labels(op, "ok").inc()
+        metric.count_request(op, "ok")
         conn.send({"t": "ok", "id": request.id, **result})
     finally:
         conn.busy -= 1

@@ -22,15 +22,21 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .errors import RelayError
+from .protocol import encode
 from .store.base import Appended, MailboxStore
 
 if TYPE_CHECKING:
     from .connection import Connection
     from .metrics import RelayMetrics
 
-__all__ = ["Hub", "Subscription"]
+__all__ = ["Hub", "Subscription", "push_frame"]
 
 log = logging.getLogger(__name__)
+
+
+def push_frame(mailbox: bytes, seq: int, blob: bytes) -> bytes:
+    """The encoded ``push`` frame of one entry."""
+    return encode({"t": "push", "mailbox": mailbox, "seq": seq, "blob": blob})
 
 
 class Subscription:
@@ -58,8 +64,21 @@ class Subscription:
     def start(self) -> None:
         self._catch_up()
 
-    def offer(self, seq: int, blob: bytes) -> None:
-        """A new entry was committed to this mailbox."""
+    def hint(self, seq: int) -> None:
+        """Entry ``seq`` exists but its blob is not at hand: read it from the store."""
+        if self.closed or seq <= self.cursor:
+            return
+        self._offered = max(self._offered, seq)
+        if self._task is None:
+            self._catch_up()
+
+    def resync(self) -> None:
+        """Re-read from the cursor, in case notifications were lost."""
+        if not self.closed and self._task is None:
+            self._catch_up()
+
+    def offer(self, seq: int, blob: bytes, frame: bytes | None = None) -> None:
+        """A new entry was committed to this mailbox (``frame``: its push, pre-encoded)."""
         if self.closed:
             return
         if self._task is not None:
@@ -68,18 +87,17 @@ class Subscription:
         if seq <= self.cursor:
             return
         if seq == self.cursor + 1:
-            if self._push(seq, blob, live=True):
+            if self._push(seq, blob, live=True, frame=frame):
                 self.cursor = seq
             return
         self._offered = max(self._offered, seq)
         self._catch_up()
 
-    def _push(self, seq: int, blob: bytes, *, live: bool) -> bool:
-        ok = self.conn.send(
-            {"t": "push", "mailbox": self.mailbox, "seq": seq, "blob": blob}, force=not live
-        )
+    def _push(self, seq: int, blob: bytes, *, live: bool, frame: bytes | None = None) -> bool:
+        data = frame if frame is not None else push_frame(self.mailbox, seq, blob)
+        ok = self.conn.send_encoded(data, force=not live)
         if ok:
-            self.hub.metrics.pushed.inc()
+            self.hub.metrics.pushed += 1
         return ok
 
     def _catch_up(self) -> None:
@@ -113,7 +131,8 @@ class Subscription:
             # The mailbox vanished (expired) or the store is down: end the subscription
             # visibly rather than leave the client waiting on a silent stream.
             log.info("subscription ended: %s", exc.code)
-            self.conn.send({"t": "revoked", "mailbox": self.mailbox})
+            reason = "expired" if exc.code == "denied" else "unavailable"
+            self.conn.send({"t": "revoked", "mailbox": self.mailbox, "reason": reason})
             self.conn.subscriptions.pop(self.mailbox, None)
             self.close()
         finally:
@@ -131,7 +150,12 @@ class Subscription:
 
 
 class Hub:
-    """Index of subscriptions and grants by mailbox; fans committed entries out."""
+    """Index of subscriptions and grants by mailbox; fans committed entries out.
+
+    It is also the store's :class:`~relay.store.base.ClusterListener`: entries other
+    relay nodes wrote arrive as hints (mailbox and sequence number), and rotations
+    made elsewhere revoke this node's grants too.
+    """
 
     def __init__(
         self,
@@ -151,6 +175,7 @@ class Hub:
         self._grants: dict[bytes, weakref.WeakSet[Connection]] = {}
         self._rotations: dict[bytes, int] = {}
         store.add_listener(self.publish)
+        store.set_cluster_listener(self)
 
     def subscribe(self, conn: Connection, mailbox: bytes, after: int) -> Subscription:
         """Register first, then start the backlog read, so nothing committed in between is lost."""
@@ -168,8 +193,25 @@ class Hub:
 
     def publish(self, appended: Sequence[Appended]) -> None:
         for entry in appended:
-            for sub in tuple(self._subs.get(entry.mailbox, ())):
-                sub.offer(entry.seq, entry.blob)
+            subs = self._subs.get(entry.mailbox)
+            if not subs:
+                continue
+            # Every subscriber gets the same bytes: encode the push once.
+            frame = push_frame(entry.mailbox, entry.seq, entry.blob)
+            for sub in tuple(subs):
+                sub.offer(entry.seq, entry.blob, frame)
+
+    def hinted(self, mailbox: bytes, seq: int) -> None:
+        for sub in tuple(self._subs.get(mailbox, ())):
+            sub.hint(seq)
+
+    def rotated(self, mailbox: bytes) -> None:
+        self.revoke(mailbox)
+
+    def resync(self) -> None:
+        for subs in tuple(self._subs.values()):
+            for sub in tuple(subs):
+                sub.resync()
 
     def note_grant(self, conn: Connection, mailbox: bytes) -> None:
         self._grants.setdefault(mailbox, weakref.WeakSet()).add(conn)
@@ -190,5 +232,9 @@ class Hub:
     def revoke(self, mailbox: bytes) -> None:
         """The mailbox's keys changed: every connection must authenticate again."""
         self._rotations[mailbox] = self._rotations.get(mailbox, 0) + 1
+        self.drop_grants(mailbox)
+
+    def drop_grants(self, mailbox: bytes) -> None:
+        """End every connection's access to ``mailbox`` (it was rotated or re-created)."""
         for conn in tuple(self._grants.pop(mailbox, ())):
             conn.revoke(mailbox)

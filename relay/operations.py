@@ -80,6 +80,8 @@ class Operations:
         """Run one decoded request for ``conn``; raises ``RelayError`` to refuse it."""
         if self.shutting_down and not isinstance(request, Ping):
             raise ShuttingDown()
+        if isinstance(request, Auth | Fetch | Subscribe | Trim | Rotate):
+            self._request_rate(conn)
         return await self._table[type(request)](conn, request)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -100,9 +102,17 @@ class Operations:
         if wait:
             raise RateLimited(wait)
 
+    def _request_rate(self, conn: Connection) -> None:
+        wait = conn.request_bucket.take(time.monotonic())
+        if wait:
+            raise RateLimited(wait, "Too many requests on this connection; slow down and retry.")
+
     async def _timed(self, op: str, awaitable: Awaitable[Any]) -> Any:
-        with self.metrics.store_latency.labels(op).time():
+        start = time.perf_counter()
+        try:
             return await awaitable
+        finally:
+            self.metrics.latency(op).observe(time.perf_counter() - start)
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -115,6 +125,8 @@ class Operations:
         self._rate(conn)
         keys = MailboxKeys(req.read_key, req.write_key, req.admin_key or req.write_key)
         await self._timed("create", self.store.create_mailbox(req.mailbox, keys, ttl, self.clock()))
+        # The id may have belonged to an expired mailbox: its old grants must not carry over.
+        self.hub.drop_grants(req.mailbox)
         return {"ttl": ttl}
 
     async def auth(self, conn: Connection, req: Auth) -> Result:

@@ -298,6 +298,10 @@ _DECODERS: Final[dict[str, Callable[[int, Mapping[str, Any]], Request]]] = {
 OPS: Final = tuple(_DECODERS)
 
 
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError("extension types are not part of the protocol")
+
+
 def _unpack_map(data: bytes, max_bytes: int) -> dict[str, Any]:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise BadFrame("Frames must be binary msgpack, not text.")
@@ -314,6 +318,7 @@ def _unpack_map(data: bytes, max_bytes: int) -> dict[str, Any]:
             max_array_len=max_bytes,
             max_map_len=max_bytes,
             max_ext_len=0,
+            ext_hook=_refuse_ext,  # max_ext_len=0 still lets an empty extension through
         )
     except Exception as exc:  # msgpack raises many types; all mean "not a frame"
         raise BadFrame("The frame is not valid msgpack.") from exc
@@ -324,7 +329,8 @@ def _unpack_map(data: bytes, max_bytes: int) -> dict[str, Any]:
 
 def _check_version(m: Mapping[str, Any]) -> None:
     version = m.get("v")
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    # Exactly the integer: True and 1.0 compare equal to 1 but are not version numbers.
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise UnsupportedVersion(
             f"This relay speaks protocol version {PROTOCOL_VERSION}; the frame says {version!r}."
             if isinstance(version, int) and not isinstance(version, bool)
@@ -481,9 +487,15 @@ class Push:
 
 @dataclass(frozen=True, slots=True)
 class Revoked:
-    """The mailbox's keys were rotated: this connection's access and subscription ended."""
+    """This connection's access to a mailbox, and its subscription there, ended.
+
+    ``reason`` is ``"rotated"`` (the keys changed: authenticate with the new ones),
+    ``"expired"`` (the mailbox is gone) or ``"unavailable"`` (the store failed while
+    catching up: subscribe again later from your cursor).
+    """
 
     mailbox: bytes
+    reason: str = "rotated"
 
 
 ServerFrame = Hello | OkFrame | ErrFrame | Push | Revoked
@@ -527,5 +539,6 @@ def decode_server_frame(data: bytes) -> ServerFrame:
     if kind == "push":
         return Push(_mailbox(m), _uint(m, "seq"), _bytes(m, "blob", lo=0, hi=2**32))
     if kind == "revoked":
-        return Revoked(_mailbox(m))
+        reason = m.get("reason")
+        return Revoked(_mailbox(m), reason if isinstance(reason, str) else "rotated")
     raise BadFrame("Unknown frame type.")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp import web
 
@@ -101,14 +102,36 @@ def relay_config(tmp_path: Path, **overrides: Any) -> RelayConfig:
     )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every relay integration test runs once per storage backend."""
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture
-async def start_relay(tmp_path: Path) -> AsyncIterator[RelayFactory]:
-    """Start relays with config overrides: ``relay = await start_relay(max_blob_bytes=...)``."""
+def database_url(store_kind: str, request: pytest.FixtureRequest) -> str | None:
+    """None for the SQLite default in the relay's data dir, else a private PostgreSQL schema."""
+    if store_kind == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def start_relay(tmp_path: Path, database_url: str | None) -> AsyncIterator[RelayFactory]:
+    """Start relays with config overrides: ``relay = await start_relay(max_blob_bytes=...)``.
+
+    Relays started by one test share its store, so several of them form one cluster
+    when the store is PostgreSQL.
+    """
     running: list[RunningRelay] = []
 
     async def start(
         *, clock: Callable[[], float] | None = None, store: Any = None, **overrides: Any
     ) -> RunningRelay:
+        if database_url is not None:
+            overrides.setdefault("database_url", database_url)
         config = relay_config(tmp_path, **overrides)
         kwargs: dict[str, Any] = {}
         if clock is not None:
@@ -135,6 +158,43 @@ async def relay(start_relay: RelayFactory) -> RunningRelay:
     return result
 
 
-def postgres_url() -> str | None:
-    """The PostgreSQL URL for tests, or skip/fail as BACKCHANNEL_REQUIRE_POSTGRES says."""
-    return os.environ.get("BACKCHANNEL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "BACKCHANNEL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+_postgres_checked: list[str | None] = []
+
+
+async def _postgres_problem() -> str | None:
+    if not _postgres_checked:
+        try:
+            conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            _postgres_checked.append(f"{exc.__class__.__name__}: {exc}")
+        else:
+            await conn.close()
+            _postgres_checked.append(None)
+    return _postgres_checked[0]
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards.
+
+    Skips with the reason when no server is reachable, or fails instead when
+    BACKCHANNEL_REQUIRE_POSTGRES=1 (as CI sets it).
+    """
+    problem = await _postgres_problem()
+    if problem is not None:
+        message = f"PostgreSQL at {POSTGRES_URL} is not reachable ({problem}); set BACKCHANNEL_TEST_POSTGRES"
+        if os.environ.get("BACKCHANNEL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    schema = "bc_test_" + os.urandom(6).hex()
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        yield f"{POSTGRES_URL}{separator}search_path={schema}"
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()

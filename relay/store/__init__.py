@@ -38,7 +38,7 @@ def open_store(url: str, limits: StoreLimits) -> MailboxStore:
 
         return SQLiteStore(sqlite_path_from_url(url), limits)
     if scheme in {"postgres", "postgresql"}:
-        raise ConfigError(
-            "PostgreSQL storage is not available in this version of the relay; use the SQLite default."
-        )
+        from .postgres import PostgresStore
+
+        return PostgresStore(url, limits)
     raise ConfigError(f"Unknown database URL scheme {scheme!r}; use sqlite:///path.")

@@ -12,9 +12,11 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 __all__ = [
     "Appended",
+    "ClusterListener",
     "MailboxKeys",
     "MailboxStore",
     "NewEntry",
@@ -102,6 +104,19 @@ class StoreLimits:
 Listener = Callable[[Sequence[Appended]], None]
 
 
+class ClusterListener(Protocol):
+    """What a store shared by several relay nodes reports about the other nodes' work."""
+
+    def hinted(self, mailbox: bytes, seq: int) -> None:
+        """Another node committed entry ``seq`` to ``mailbox``; its blob must be read."""
+
+    def rotated(self, mailbox: bytes) -> None:
+        """Another node replaced the mailbox's capability keys."""
+
+    def resync(self) -> None:
+        """Notifications may have been missed: re-read every mailbox someone follows."""
+
+
 class MailboxStore(ABC):
     """Storage for mailboxes; all methods are coroutines safe to call concurrently.
 
@@ -112,6 +127,11 @@ class MailboxStore(ABC):
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._cluster: ClusterListener | None = None
+
+    def set_cluster_listener(self, listener: ClusterListener) -> None:
+        """Receive the other nodes' appends and rotations (multi-node stores only)."""
+        self._cluster = listener
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` on the event loop with each committed batch of new entries."""

@@ -16,6 +16,8 @@ CREATE TABLE mailboxes (
 CREATE INDEX mailboxes_expiry ON mailboxes (expires_at);
 
 -- Entries: opaque blobs in sequence order. "idem" is the client's idempotency key.
+-- A rowid table on purpose: WITHOUT ROWID stores rows inside the key's b-tree, where
+-- kilobyte blobs spill into overflow pages and take several times their size on disk.
 CREATE TABLE entries (
     mailbox     BLOB NOT NULL,
     seq         INTEGER NOT NULL,
@@ -23,7 +25,7 @@ CREATE TABLE entries (
     idem        BLOB,
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (mailbox, seq)
-) WITHOUT ROWID;
+);
 
 CREATE UNIQUE INDEX entries_idem ON entries (mailbox, idem) WHERE idem IS NOT NULL;
 CREATE INDEX entries_expiry ON entries (expires_at);

@@ -1,0 +1,70 @@
+"""Copy a SQLite relay store into PostgreSQL, so a relay can grow to several nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from .base import StoreLimits
+from .postgres import PostgresStore
+from .sqlite import apply_migrations
+
+__all__ = ["copy_sqlite_to_postgres"]
+
+_SELECT_MAILBOXES = "SELECT id, read_key, write_key, admin_key, ttl, epoch, head, entries, bytes, expires_at FROM mailboxes"
+_SELECT_ENTRIES = "SELECT mailbox, seq, blob, idem, expires_at FROM entries"
+
+
+def _read_sqlite(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            raise ConfigError(f"{path} is not a Backchannel relay store.")
+        conn.execute("BEGIN")  # one consistent snapshot of both tables
+        mailboxes = conn.execute(_SELECT_MAILBOXES).fetchall()
+        entries = conn.execute(_SELECT_ENTRIES).fetchall()
+        conn.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.__class__.__name__}.") from None
+    finally:
+        conn.close()
+    return mailboxes, entries
+
+
+async def copy_sqlite_to_postgres(source: str, target: str) -> tuple[int, int]:
+    """Copy every mailbox and entry from ``source`` (sqlite:) into ``target`` (postgresql:).
+
+    Returns:
+        How many mailboxes and entries were copied.
+
+    Raises:
+        ConfigError: bad URLs, or the source is not a relay store.
+        MailboxExists: the target already holds one of the mailboxes; nothing was written.
+        StoreUnavailable: PostgreSQL cannot be reached.
+    """
+    from . import sqlite_path_from_url
+
+    if urlsplit(target).scheme not in {"postgres", "postgresql"}:
+        raise ConfigError("--to must be a postgresql:// URL.")
+    path = sqlite_path_from_url(source)
+    if not path.is_file():
+        raise ConfigError(f"There is no SQLite store at {path}.")
+    # Bring an old store up to the current schema first, so the columns match.
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        apply_migrations(conn)
+    finally:
+        conn.close()
+    mailboxes, entries = await asyncio.to_thread(_read_sqlite, path)
+    store = PostgresStore(target, StoreLimits())
+    await store.open()
+    try:
+        await store.import_rows(mailboxes, entries)
+    finally:
+        await store.close()
+    return len(mailboxes), len(entries)

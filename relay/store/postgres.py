@@ -1,0 +1,441 @@
+"""The multi-node store: PostgreSQL through asyncpg, with LISTEN/NOTIFY between relay nodes.
+
+Theory of operation: every write is one call of a server-side function (see
+``migrations/postgres``) that locks the mailbox rows involved in id order, checks
+epoch and quotas, writes, and queues a ``NOTIFY`` that PostgreSQL delivers at commit.
+Row locks make sequence numbers gapless across nodes; one round trip per append keeps
+the commit path short, and PostgreSQL's own group commit shares WAL flushes between
+concurrent transactions. An append is acknowledged only after its transaction
+committed (``synchronous_commit`` as the server is configured, ``on`` by default).
+
+Each node keeps one extra connection that LISTENs. A notification carries the node
+that wrote, the mailbox and the sequence number, never the blob. Entries this node
+wrote reach its subscribers straight away; the other nodes' are handed to the
+:class:`ClusterListener` (the hub), which reads the blobs. When the listening
+connection drops, the node reconnects with backoff and asks the hub to resync every
+subscription from its cursor, so a lost notification delays delivery but never
+drops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import Any, Final, TypeVar
+
+import asyncpg
+
+from ..errors import (
+    CapabilityDenied,
+    InternalError,
+    MailboxExists,
+    MailboxFull,
+    RelayError,
+    StaleEpoch,
+    StoreFull,
+    StoreUnavailable,
+)
+from .base import (
+    Appended,
+    MailboxKeys,
+    MailboxStore,
+    NewEntry,
+    Page,
+    StoreLimits,
+    StoreStats,
+    SweepResult,
+)
+
+__all__ = ["PostgresStore", "apply_migrations"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CHANNEL: Final = "backchannel_relay"
+_SWEEP_CHUNK: Final = 2000
+_MIGRATION_LOCK: Final = 0x6263_7265_6C61_79  # "bcrelay": serialises schema changes across nodes
+_CONNECT_TIMEOUT: Final = 5.0
+_COMMAND_TIMEOUT: Final = 30.0
+_SQLSTATE_ERRORS: Final[dict[str, type[RelayError]]] = {
+    "BC401": CapabilityDenied,
+    "BC410": MailboxExists,
+    "BC413": MailboxFull,
+    "BC507": StoreFull,
+    "53100": StoreFull,  # disk_full
+}
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("relay.store").joinpath("migrations", "postgres")
+    found = [
+        (int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8"))
+        for item in folder.iterdir()
+        if item.name.endswith(".sql")
+    ]
+    return sorted(found)
+
+
+async def apply_migrations(conn: asyncpg.Connection) -> int:
+    """Apply the numbered migrations not yet recorded; safe with several nodes starting at once."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS relay_schema_migrations (version int PRIMARY KEY)"
+        )
+        done = {
+            r["version"] for r in await conn.fetch("SELECT version FROM relay_schema_migrations")
+        }
+        for number, script in _migrations():
+            if number not in done:
+                await conn.execute(script)
+                await conn.execute(
+                    "INSERT INTO relay_schema_migrations (version) VALUES ($1)", number
+                )
+                done.add(number)
+    return max(done, default=0)
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """Turn a database or connection failure into the relay error a client should see."""
+    if isinstance(exc, RelayError):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        if state == "BC409":
+            return StaleEpoch(int(getattr(exc, "detail", "0") or 0))
+        error = _SQLSTATE_ERRORS.get(state)
+        if error is not None:
+            return error()
+        if state.startswith(("08", "57P", "53")):  # connection, shutdown, resources
+            return StoreUnavailable()
+        log.error("store error %s", state)
+        return InternalError()
+    # Lost connections, refused connections, pool closing and timeouts.
+    return StoreUnavailable()
+
+
+class PostgresStore(MailboxStore):
+    """Mailboxes in PostgreSQL, shared by any number of relay nodes."""
+
+    def __init__(self, url: str, limits: StoreLimits | None = None, *, pool_size: int = 10) -> None:
+        super().__init__()
+        self.url = url
+        self.limits = limits or StoreLimits()
+        self.pool_size = pool_size
+        #: Tells this node's notifications apart from the other nodes'.
+        self.node = os.urandom(8).hex()
+        self._pool: asyncpg.Pool | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._listen_conn: asyncpg.Connection | None = None
+        self._closed = True
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"PostgresStore(node={self.node})"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            conn = await asyncpg.connect(self.url, timeout=_CONNECT_TIMEOUT)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreUnavailable(
+                f"Cannot reach PostgreSQL ({exc.__class__.__name__}); check --database-url."
+            ) from None
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+        self._pool = await asyncpg.create_pool(
+            self.url,
+            min_size=1,
+            max_size=self.pool_size,
+            timeout=_CONNECT_TIMEOUT,
+            command_timeout=_COMMAND_TIMEOUT,
+            max_inactive_connection_lifetime=60.0,
+        )
+        self._closed = False
+        self._listener_task = asyncio.create_task(self._listen_forever(), name="relay-pg-listen")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener_task is not None:
+            self._listener_task.cancel()
+            await asyncio.gather(self._listener_task, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def ping(self) -> None:
+        await self._run(lambda c: c.fetchval("SELECT 1"))
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        if self._closed or self._pool is None:
+            raise StoreUnavailable()
+        try:
+            async with self._pool.acquire() as conn:
+                return await fn(conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _translate(exc) from None
+
+    async def _listen_forever(self) -> None:
+        delay = 0.1
+        first = True
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.url, timeout=_CONNECT_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot LISTEN (%s); retrying", exc.__class__.__name__)
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 5.0)
+                continue
+            self._listen_conn = conn
+            conn.add_termination_listener(lambda _c, ev=lost: ev.set())
+            try:
+                await conn.add_listener(CHANNEL, self._on_notify)
+                delay = 0.1
+                if not first and self._cluster is not None:
+                    self._cluster.resync()  # anything said while we were deaf is re-read
+                first = False
+                while not conn.is_closed() and not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 5.0)
+                    if not lost.is_set():
+                        # Also notices a silently dead link; a failure here means reconnect.
+                        await conn.fetchval("SELECT 1", timeout=_CONNECT_TIMEOUT)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=1)
+                raise
+            except Exception as exc:
+                log.warning("LISTEN connection lost (%s); reconnecting", exc.__class__.__name__)
+            finally:
+                self._listen_conn = None
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=1)
+            first = False
+            await asyncio.sleep(delay)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        parts = payload.split(" ")
+        if len(parts) < 3 or parts[1] == self.node or self._cluster is None:
+            return
+        try:
+            mailbox = bytes.fromhex(parts[2])
+            if parts[0] == "a" and len(parts) == 4:
+                self._cluster.hinted(mailbox, int(parts[3]))
+            elif parts[0] == "r":
+                self._cluster.rotated(mailbox)
+        except ValueError:
+            log.warning("ignored a malformed notification")
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def create_mailbox(self, mailbox: bytes, keys: MailboxKeys, ttl: int, now: float) -> None:
+        lim = self.limits
+        await self._run(
+            lambda c: c.execute(
+                "SELECT relay_create($1, $2, $3, $4, $5, $6, $7, $8)",
+                mailbox,
+                keys.read_key,
+                keys.write_key,
+                keys.admin_key,
+                ttl,
+                int(now),
+                lim.expiry_granularity,
+                lim.store_max_bytes,
+            )
+        )
+
+    async def get_keys(self, mailbox: bytes, now: float) -> MailboxKeys | None:
+        row = await self._run(
+            lambda c: c.fetchrow(
+                "SELECT read_key, write_key, admin_key FROM relay_mailboxes WHERE id = $1 AND expires_at > $2",
+                mailbox,
+                int(now),
+            )
+        )
+        return None if row is None else MailboxKeys(row[0], row[1], row[2])
+
+    async def touch(self, mailbox: bytes, now: float) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE relay_mailboxes SET expires_at = relay_round_up($2 + ttl, $3) "
+                "WHERE id = $1 AND expires_at > $2 AND relay_round_up($2 + ttl, $3) > expires_at",
+                mailbox,
+                int(now),
+                self.limits.expiry_granularity,
+            )
+        )
+
+    async def append(
+        self, entries: Sequence[NewEntry], epoch: int | None, now: float
+    ) -> list[Appended]:
+        if not entries:
+            raise ValueError("append needs at least one entry")
+        lim = self.limits
+        rows = await self._run(
+            lambda c: c.fetch(
+                "SELECT * FROM relay_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                [e.mailbox for e in entries],
+                [e.blob for e in entries],
+                [e.key for e in entries],
+                [e.ttl for e in entries],
+                epoch,
+                int(now),
+                lim.expiry_granularity,
+                lim.mailbox_max_entries,
+                lim.mailbox_max_bytes,
+                lim.store_max_bytes,
+                self.node,
+            )
+        )
+        out = [
+            Appended(entry.mailbox, row[0], row[1], row[2], b"" if row[1] else entry.blob)
+            for entry, row in zip(entries, rows, strict=True)
+        ]
+        fresh = [a for a in out if not a.duplicate]
+        if fresh:
+            self._notify(fresh)
+        return out
+
+    async def fetch(
+        self, mailbox: bytes, after: int, limit: int, max_bytes: int, now: float
+    ) -> Page:
+        async def run(conn: asyncpg.Connection) -> Page:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                head = await conn.fetchval(
+                    "SELECT head FROM relay_mailboxes WHERE id = $1 AND expires_at > $2",
+                    mailbox,
+                    int(now),
+                )
+                if head is None:
+                    raise CapabilityDenied()
+                rows = await conn.fetch(
+                    "SELECT seq, blob FROM relay_entries WHERE mailbox = $1 AND seq > $2 AND expires_at > $3 "
+                    "ORDER BY seq LIMIT $4",
+                    mailbox,
+                    after,
+                    int(now),
+                    limit + 1,
+                )
+            taken: list[tuple[int, bytes]] = []
+            size, more = 0, False
+            for seq, blob in rows:
+                if len(taken) >= limit or (taken and size + len(blob) > max_bytes):
+                    more = True
+                    break
+                taken.append((seq, blob))
+                size += len(blob)
+            return Page(taken, int(head), more)
+
+        return await self._run(run)
+
+    async def trim(self, mailbox: bytes, through: int) -> int:
+        removed = await self._run(
+            lambda c: c.fetchval("SELECT relay_trim($1, $2)", mailbox, through)
+        )
+        return int(removed)
+
+    async def rotate(self, mailbox: bytes, keys: MailboxKeys) -> None:
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                updated = await conn.fetchval(
+                    "UPDATE relay_mailboxes SET read_key = $2, write_key = $3, admin_key = $4 "
+                    "WHERE id = $1 RETURNING 1",
+                    mailbox,
+                    keys.read_key,
+                    keys.write_key,
+                    keys.admin_key,
+                )
+                if updated is None:
+                    raise CapabilityDenied()
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", CHANNEL, f"r {self.node} {mailbox.hex()}"
+                )
+
+        await self._run(run)
+
+    async def sweep(self, now: float) -> SweepResult:
+        entries = mailboxes = 0
+        while True:
+            row = await self._run(
+                lambda c: c.fetchrow("SELECT * FROM relay_sweep($1, $2)", int(now), _SWEEP_CHUNK)
+            )
+            entries += row[0]
+            mailboxes += row[1]
+            if not row[2] or (row[0] < _SWEEP_CHUNK and row[1] < _SWEEP_CHUNK):
+                return SweepResult(entries, mailboxes)
+
+    async def stats(self) -> StoreStats:
+        row = await self._run(
+            lambda c: c.fetchrow(
+                "SELECT coalesce(sum(mailboxes), 0), coalesce(sum(entries), 0), coalesce(sum(bytes), 0) "
+                "FROM relay_totals"
+            )
+        )
+        return StoreStats(int(row[0]), int(row[1]), int(row[2]))
+
+    # -- copying a SQLite store in ------------------------------------------------------------
+
+    async def import_rows(
+        self, mailboxes: Sequence[tuple[Any, ...]], entries: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Insert mailbox and entry rows copied from another store, in one transaction.
+
+        Raises:
+            MailboxExists: a mailbox id is already present; nothing was written.
+        """
+
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                ids = [m[0] for m in mailboxes]
+                clash = await conn.fetchval(
+                    "SELECT 1 FROM relay_mailboxes WHERE id = ANY($1) LIMIT 1", ids
+                )
+                if clash:
+                    raise MailboxExists(
+                        "The target database already holds some of these mailboxes."
+                    )
+                await conn.copy_records_to_table(
+                    "relay_mailboxes",
+                    records=mailboxes,
+                    columns=[
+                        "id",
+                        "read_key",
+                        "write_key",
+                        "admin_key",
+                        "ttl",
+                        "epoch",
+                        "head",
+                        "entries",
+                        "bytes",
+                        "expires_at",
+                    ],
+                )
+                await conn.copy_records_to_table(
+                    "relay_entries",
+                    records=entries,
+                    columns=["mailbox", "seq", "blob", "idem", "expires_at"],
+                )
+                await conn.execute(
+                    "UPDATE relay_totals t SET mailboxes = t.mailboxes + s.m, entries = t.entries + s.e, "
+                    "bytes = t.bytes + s.b FROM (SELECT relay_shard(id) AS shard, count(*) AS m, "
+                    "sum(entries) AS e, sum(bytes) AS b FROM relay_mailboxes WHERE id = ANY($1) "
+                    "GROUP BY 1) s WHERE t.shard = s.shard",
+                    ids,
+                )
+
+        await self._run(run)
