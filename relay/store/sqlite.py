@@ -319,11 +319,21 @@ class SQLiteStore(MailboxStore):
             return
         count = min(len(self._pending), self.limits.group_commit_max)
         batch = [self._pending.popleft() for _ in range(count)]
-        outcome = self._run_batch(self._write_conn, batch)
-        if outcome is None:  # nothing left to commit (the batch failed as a whole)
+        try:
+            outcome = self._run_batch(self._write_conn, batch)
+            if outcome is None:  # nothing left to commit (the batch failed as a whole)
+                self._loop.call_soon(self._next_batch)
+                return
+            commit = self._loop.run_in_executor(self._commit_pool, self._commit)
+        except Exception as exc:
+            # Our bug, or the pool is gone: fail this batch, never leave the writer stuck.
+            log.exception("store batch failed", exc_info=exc)
+            if self._write_conn.in_transaction:
+                self._write_conn.execute("ROLLBACK")
+            self._rows.clear()
+            self._resolve([(job, None, InternalError()) for job in batch], [])
             self._loop.call_soon(self._next_batch)
             return
-        commit = self._loop.run_in_executor(self._commit_pool, self._commit)
         commit.add_done_callback(lambda done: self._after_commit(done, *outcome))
 
     def _commit(self) -> None:
