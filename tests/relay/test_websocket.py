@@ -661,3 +661,22 @@ async def test_shutdown_closes_sockets_with_going_away(start_relay: object) -> N
         await asyncio.sleep(0.02)
     assert s.closed and s.close_code == 1001
     assert acked == {"seq": 1}
+
+
+async def test_a_backlog_larger_than_the_send_queue_arrives_whole(start_relay: object) -> None:
+    # Backlog delivery waits for room in the send queue instead of overflowing it, so a
+    # reader catching up on far more than the queue holds is not taken for a slow one.
+    relay = await start_relay(send_queue_bytes=256 * 1024)  # type: ignore[operator]
+    writer = await relay.session()
+    cap = await relay.mailbox(writer)
+    blob = os.urandom(60_000)
+    for n in range(300):  # 18 MB
+        await writer.call("append", mailbox=cap.mailbox, blob=blob + bytes([n % 256]))
+    reader = await relay.session()
+    await reader.auth(cap, "read")
+    await reader.call("subscribe", mailbox=cap.mailbox, after=0)
+    pushes = await drain(reader, 300, timeout=20)
+    assert [p.seq for p in pushes] == list(range(1, 301))
+    assert all(p.blob[-1] == (p.seq - 1) % 256 for p in pushes)
+    assert not reader.closed
+    assert relay.app[METRICS].disconnects["slow_consumer"] == 0
