@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sqlite3
 import ssl
 import sys
@@ -23,12 +24,16 @@ __all__ = ["main"]
 
 
 class _NoPeerDetails(logging.Filter):
-    """aiohttp's server logger puts the peer's address into some messages (for example
-    "Error handling request from <ip>"); keep the event, drop the address."""
+    """aiohttp's loggers put the peer's address into some messages ("Error handling
+    request from <ip>", "<ip>: Client protocols …"); keep the event, drop the address."""
+
+    _ADDRESS = re.compile(
+        r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\[?[0-9A-Fa-f]*:[0-9A-Fa-f:]+\]?(?::\d+)?"
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("aiohttp.server"):
-            record.msg = "aiohttp: " + str(record.msg).split(" from ", 1)[0]
+        if record.name.startswith("aiohttp"):
+            record.msg = self._ADDRESS.sub("<peer>", record.getMessage())
             record.args = ()
         return True
 
@@ -89,7 +94,10 @@ def cli() -> None:
     "--port", type=int, help="Port to listen on. [default: 8765; env BACKCHANNEL_RELAY_PORT]"
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Directory of the SQLite store.")
-@click.option("--database-url", help="sqlite:///path (default: SQLite in the data directory).")
+@click.option(
+    "--database-url",
+    help="sqlite:///path or postgresql://user@host/db (default: SQLite in the data directory).",
+)
 @click.option(
     "--config", "config_file", type=click.Path(path_type=Path), help="TOML configuration file."
 )
@@ -136,6 +144,8 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         )
     except ConfigError as exc:
         raise click.UsageError(exc.message) from None
+    except RelayError as exc:  # e.g. the database is unreachable at start
+        raise click.ClickException(exc.message) from None
     except OSError as exc:
         raise click.ClickException(
             f"Cannot listen on {config.host}:{config.port}: {exc.strerror or exc}."

@@ -328,6 +328,7 @@ def _validate(config: RelayConfig) -> None:
         "max_fetch": lim.max_fetch,
         "max_fetch_bytes": lim.max_fetch_bytes,
         "append_burst": lim.append_burst,
+        "request_burst": lim.request_burst,
         "max_subscriptions": lim.max_subscriptions,
         "mailbox_max_entries": lim.mailbox_max_entries,
         "mailbox_max_bytes": lim.mailbox_max_bytes,
@@ -341,8 +342,15 @@ def _validate(config: RelayConfig) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name} must be greater than zero.")
-    if lim.appends_per_second <= 0 or lim.requests_per_second <= 0 or config.sweep_interval <= 0:
-        raise ConfigError("appends_per_second and sweep_interval must be positive.")
+    for name, rate in (
+        ("appends_per_second", lim.appends_per_second),
+        ("requests_per_second", lim.requests_per_second),
+        ("sweep_interval", config.sweep_interval),
+    ):
+        if not rate > 0:
+            raise ConfigError(f"{name} must be greater than zero.")
+    if lim.max_also < 0:
+        raise ConfigError("max_also must not be negative.")
     if config.shutdown_timeout < 0:
         raise ConfigError("shutdown_timeout must not be negative.")
     if config.default_ttl > config.max_ttl:

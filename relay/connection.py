@@ -85,7 +85,9 @@ class Connection:
         self.nonce = nonce
         self.bucket = bucket
         self.request_bucket = request_bucket
-        self.grants: dict[bytes, set[Role]] = {}
+        #: mailbox -> role -> the public key the grant was proven with, so a grant can be
+        #: checked against the mailbox's current keys after a rotation elsewhere.
+        self.grants: dict[bytes, dict[Role, bytes]] = {}
         self.subscriptions: dict[bytes, Subscription] = {}
         self.busy = 0  # requests being handled (graceful shutdown waits for 0)
         self._metrics = metrics
@@ -112,8 +114,8 @@ class Connection:
     def granted(self, mailbox: bytes, role: Role) -> bool:
         return role in self.grants.get(mailbox, ())
 
-    def grant(self, mailbox: bytes, role: Role) -> None:
-        self.grants.setdefault(mailbox, set()).add(role)
+    def grant(self, mailbox: bytes, role: Role, key: bytes) -> None:
+        self.grants.setdefault(mailbox, {})[role] = key
 
     def revoke(self, mailbox: bytes) -> None:
         """Forget every grant and the subscription on ``mailbox`` (its keys were rotated)."""

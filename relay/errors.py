@@ -149,7 +149,10 @@ class StoreFull(LimitExceeded):
 
 class StoreUnavailable(RelayError):
     code = "unavailable"
-    default_message = "The relay's storage is not answering; nothing was stored. Retry later."
+    default_message = (
+        "The relay's storage is not answering, so the request may not have been stored; "
+        "retry later (with the same idempotency key for appends)."
+    )
 
 
 class ShuttingDown(RelayError):

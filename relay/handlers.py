@@ -42,8 +42,12 @@ async def info(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
-    stats = await request.app[STORE].stats()
-    body = request.app[METRICS].render(stats)
+    metrics_ = request.app[METRICS]
+    try:
+        stats = await asyncio.wait_for(request.app[STORE].stats(), _HEALTH_TIMEOUT)
+    except (RelayError, TimeoutError):
+        stats = metrics_.last_stats  # the database is down: keep serving the rest
+    body = metrics_.render(stats)
     return web.Response(
         body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     )

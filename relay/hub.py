@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import RelayError
 from .protocol import encode
@@ -174,6 +174,7 @@ class Hub:
         self._subs: dict[bytes, set[Subscription]] = {}
         self._grants: dict[bytes, weakref.WeakSet[Connection]] = {}
         self._rotations: dict[bytes, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         store.add_listener(self.publish)
         store.set_cluster_listener(self)
 
@@ -206,12 +207,40 @@ class Hub:
             sub.hint(seq)
 
     def rotated(self, mailbox: bytes) -> None:
-        self.revoke(mailbox)
+        """Keys changed (on any node, this one included): check every grant held here."""
+        self._rotations[mailbox] = self._rotations.get(mailbox, 0) + 1
+        self._spawn(self._recheck([mailbox]))
 
     def resync(self) -> None:
+        """Notifications may have been missed: re-read every subscription from its cursor,
+        and re-check every grant, since a missed rotation must not leave old keys working."""
         for subs in tuple(self._subs.values()):
             for sub in tuple(subs):
                 sub.resync()
+        for mailbox in tuple(self._grants):
+            self._rotations[mailbox] = self._rotations.get(mailbox, 0) + 1
+        self._spawn(self._recheck(list(self._grants)))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name="relay-grant-recheck")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recheck(self, mailboxes: list[bytes]) -> None:
+        """Revoke every grant proven with a key the mailbox no longer has."""
+        for mailbox in mailboxes:
+            try:
+                keys = await self.store.get_keys(mailbox, self.clock())
+            except RelayError:
+                keys = None  # cannot confirm the grant: fail closed
+            current = {} if keys is None else {"read": keys.read_key, "write": keys.write_key}
+            for conn in tuple(self._grants.get(mailbox, ())):
+                held = conn.grants.get(mailbox, {})
+                if any(current.get(role) != key for role, key in held.items()):
+                    conn.revoke(mailbox)
+                    conns = self._grants.get(mailbox)
+                    if conns is not None:
+                        conns.discard(conn)
 
     def note_grant(self, conn: Connection, mailbox: bytes) -> None:
         self._grants.setdefault(mailbox, weakref.WeakSet()).add(conn)

@@ -62,7 +62,7 @@ class RelayMetrics(Collector):
         self.rejected: defaultdict[str, int] = defaultdict(int)
         self.disconnects: defaultdict[str, int] = defaultdict(int)
         self.store_latency: defaultdict[str, LatencyHistogram] = defaultdict(LatencyHistogram)
-        self._stats = StoreStats(0, 0, 0)
+        self.last_stats = StoreStats(0, 0, 0)
         self.registry.register(self)
 
     def count_request(self, op: str, result: str) -> None:
@@ -74,7 +74,7 @@ class RelayMetrics(Collector):
 
     def render(self, stats: StoreStats) -> bytes:
         """The exposition text, with the store gauges refreshed from ``stats``."""
-        self._stats = stats
+        self.last_stats = stats
         return generate_latest(self.registry)
 
     def collect(self) -> Iterator[Metric]:
@@ -104,9 +104,9 @@ class RelayMetrics(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
             latency.add_metric([op], buckets, hist.sum)
         yield latency
-        yield gauge("stored_messages", "Entries held.", self._stats.entries)
-        yield gauge("stored_bytes", "Blob bytes held.", self._stats.bytes)
-        yield gauge("mailboxes", "Mailboxes held.", self._stats.mailboxes)
+        yield gauge("stored_messages", "Entries held.", self.last_stats.entries)
+        yield gauge("stored_bytes", "Blob bytes held.", self.last_stats.bytes)
+        yield gauge("mailboxes", "Mailboxes held.", self.last_stats.mailboxes)
         yield counter("expired_entries", "Entries removed on expiry.", self.expired)
         yield counter("expired_mailboxes", "Mailboxes removed on expiry.", self.expired_mailboxes)
         for name, doc, table in (

@@ -144,7 +144,7 @@ class Operations:
             raise CapabilityDenied()
         if self.hub.rotations(req.mailbox) != rotations:
             raise CapabilityDenied()  # the keys changed while we were reading them
-        conn.grant(req.mailbox, req.role)
+        conn.grant(req.mailbox, req.role, key)
         self.hub.note_grant(conn, req.mailbox)
         # Use keeps a mailbox alive; the write is skipped when the rounded expiry is unchanged.
         await self._timed("touch", self.store.touch(req.mailbox, now))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,31 @@ async def copy_sqlite_to_postgres(source: str, target: str) -> tuple[int, int]:
     path = sqlite_path_from_url(source)
     if not path.is_file():
         raise ConfigError(f"There is no SQLite store at {path}.")
+    lock = _lock_store(path)
+    try:
+        return await _copy(path, target)
+    finally:
+        os.close(lock)
+
+
+def _lock_store(path: Path) -> int:
+    """Hold the store's lock file, as a running relay does: copying a live store is refused."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX
+        pass
+    except OSError:
+        os.close(fd)
+        raise ConfigError(
+            f"A relay is still using {path}; stop it before copying the store."
+        ) from None
+    return fd
+
+
+async def _copy(path: Path, target: str) -> tuple[int, int]:
     # Bring an old store up to the current schema first, so the columns match.
     conn = sqlite3.connect(path, isolation_level=None)
     try:

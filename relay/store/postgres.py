@@ -56,7 +56,9 @@ __all__ = ["PostgresStore", "apply_migrations"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CHANNEL: Final = "backchannel_relay"
+CHANNEL_PREFIX: Final = (
+    "backchannel_relay:"  # + the schema, so deployments sharing a database stay apart
+)
 _SWEEP_CHUNK: Final = 2000
 _MIGRATION_LOCK: Final = 0x6263_7265_6C61_79  # "bcrelay": serialises schema changes across nodes
 _CONNECT_TIMEOUT: Final = 5.0
@@ -67,6 +69,7 @@ _SQLSTATE_ERRORS: Final[dict[str, type[RelayError]]] = {
     "BC413": MailboxFull,
     "BC507": StoreFull,
     "53100": StoreFull,  # disk_full
+    "57014": StoreUnavailable,  # query_canceled: a server-side statement_timeout
 }
 
 
@@ -142,7 +145,9 @@ class PostgresStore(MailboxStore):
     async def open(self) -> None:
         try:
             conn = await asyncpg.connect(self.url, timeout=_CONNECT_TIMEOUT)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # refused, timed out, bad URL, wrong server attributes…
             raise StoreUnavailable(
                 f"Cannot reach PostgreSQL ({exc.__class__.__name__}); check --database-url."
             ) from None
@@ -204,7 +209,8 @@ class PostgresStore(MailboxStore):
             self._listen_conn = conn
             conn.add_termination_listener(lambda _c, ev=lost: ev.set())
             try:
-                await conn.add_listener(CHANNEL, self._on_notify)
+                schema = await conn.fetchval("SELECT current_schema()")
+                await conn.add_listener(CHANNEL_PREFIX + schema, self._on_notify)
                 delay = 0.1
                 if not first and self._cluster is not None:
                     self._cluster.resync()  # anything said while we were deaf is re-read
@@ -230,13 +236,16 @@ class PostgresStore(MailboxStore):
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         parts = payload.split(" ")
-        if len(parts) < 3 or parts[1] == self.node or self._cluster is None:
+        if len(parts) < 3 or self._cluster is None:
             return
         try:
             mailbox = bytes.fromhex(parts[2])
-            if parts[0] == "a" and len(parts) == 4:
+            if parts[0] == "a" and len(parts) == 4 and parts[1] != self.node:
                 self._cluster.hinted(mailbox, int(parts[3]))
             elif parts[0] == "r":
+                # Our own rotations too: if the rotate's answer was lost after it
+                # committed, this is what revokes the old grants here. Re-checking against
+                # the stored keys keeps grants already proven with the new keys.
                 self._cluster.rotated(mailbox)
         except ValueError:
             log.warning("ignored a malformed notification")
@@ -363,7 +372,9 @@ class PostgresStore(MailboxStore):
                 if updated is None:
                     raise CapabilityDenied()
                 await conn.execute(
-                    "SELECT pg_notify($1, $2)", CHANNEL, f"r {self.node} {mailbox.hex()}"
+                    "SELECT pg_notify($1 || current_schema(), $2)",
+                    CHANNEL_PREFIX,
+                    f"r {self.node} {mailbox.hex()}",
                 )
 
         await self._run(run)

@@ -127,3 +127,49 @@ async def _rejected(awaitable: object) -> Rejected:
     with pytest.raises(Rejected) as info:
         await awaitable  # type: ignore[misc]
     return info.value
+
+
+async def test_a_rotation_missed_while_deaf_is_enforced_after_resync(
+    nodes: list[RunningRelay],
+) -> None:
+    from relay.appkeys import OPERATIONS, STORE
+
+    cap = await nodes[0].mailbox()
+    stale = await nodes[1].session()
+    await stale.auth(cap, "write")
+    await stale.call("append", mailbox=cap.mailbox, blob=b"before")
+    # The keys change without node 1 hearing of it (its notification lost while its
+    # LISTEN connection was down): write the new keys straight into the database.
+    new = MailboxCapability.generate(cap.mailbox)
+    pg = nodes[1].app[STORE]
+    keys = new.public_keys()
+    await pg._run(  # type: ignore[attr-defined]
+        lambda c: c.execute(
+            "UPDATE relay_mailboxes SET read_key = $2, write_key = $3, admin_key = $4 WHERE id = $1",
+            cap.mailbox,
+            keys["read_key"],
+            keys["write_key"],
+            keys["admin_key"],
+        )
+    )
+    # What the node does when its LISTEN connection comes back:
+    nodes[1].app[OPERATIONS].hub.resync()
+    event = await stale.next_event(10)
+    assert isinstance(event, Revoked) and event.reason == "rotated"
+    assert (
+        await _rejected(stale.call("append", mailbox=cap.mailbox, blob=b"after"))
+    ).code == "denied"
+
+
+async def test_own_rotation_notice_keeps_grants_proven_with_the_new_keys(
+    nodes: list[RunningRelay],
+) -> None:
+    facilitator = await nodes[0].session()
+    cap = await nodes[0].mailbox(facilitator)
+    new = MailboxCapability.generate(cap.mailbox)
+    await facilitator.rotate(cap, new)
+    await facilitator.auth(new, "write")  # re-proven at once, before the notice comes back
+    await asyncio.sleep(0.5)  # let this node's own rotation notice arrive and be checked
+    assert (await facilitator.call("append", mailbox=cap.mailbox, blob=b"still allowed"))[
+        "seq"
+    ] == 1

@@ -160,7 +160,7 @@ BEGIN
         UPDATE relay_totals SET entries = entries + 1, bytes = bytes + v_size
             WHERE shard = relay_shard(p_mailboxes[i]);
         -- Delivered at commit; carries only the mailbox and sequence number.
-        PERFORM pg_notify('backchannel_relay', 'a ' || p_node || ' ' || encode(p_mailboxes[i], 'hex')
+        PERFORM pg_notify('backchannel_relay:' || current_schema(), 'a ' || p_node || ' ' || encode(p_mailboxes[i], 'hex')
             || ' ' || (m.head + 1)::text);
         RETURN QUERY SELECT m.head + 1, false, v_epoch;
     END LOOP;
@@ -195,7 +195,7 @@ DECLARE
     n_entries bigint := 0;
     n_mailboxes bigint := 0;
 BEGIN
-    IF NOT pg_try_advisory_xact_lock(hashtext('backchannel_relay_sweep')) THEN
+    IF NOT pg_try_advisory_xact_lock(hashtext('backchannel_relay_sweep:' || current_schema())) THEN
         RETURN QUERY SELECT 0::bigint, 0::bigint, false;
         RETURN;
     END IF;
