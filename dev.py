@@ -28,7 +28,7 @@ STAMP = VENV / ".backchannel-installed"
 INPUTS = (ROOT / "pyproject.toml", ROOT / "requirements" / "constraints.txt")
 
 # mypy --strict covers the sans-IO cores and the relay, as design.md asks.
-STRICT_PACKAGES = ["relay", "backchannel/mls"]
+STRICT_PACKAGES = ["relay", "backchannel/mls", "backchannel/rooms"]
 
 
 def _fingerprint() -> str:
