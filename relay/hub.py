@@ -221,6 +221,10 @@ class Hub:
             self._rotations[mailbox] = self._rotations.get(mailbox, 0) + 1
         self._spawn(self._recheck(list(self._grants)))
 
+    def recheck_soon(self, mailbox: bytes) -> None:
+        """Check the grants on ``mailbox`` against the stored keys, in the background."""
+        self._spawn(self._recheck([mailbox]))
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name="relay-grant-recheck")
         self._tasks.add(task)

@@ -142,10 +142,12 @@ class Operations:
             key, req.sig, auth_message(conn.nonce, req.role, req.mailbox)
         ):
             raise CapabilityDenied()
-        if self.hub.rotations(req.mailbox) != rotations:
-            raise CapabilityDenied()  # the keys changed while we were reading them
         conn.grant(req.mailbox, req.role, key)
         self.hub.note_grant(conn, req.mailbox)
+        if self.hub.rotations(req.mailbox) != rotations:
+            # The keys may have changed while we read them (possibly our own rotation's
+            # notice coming back): check this grant against the stored keys again.
+            self.hub.recheck_soon(req.mailbox)
         # Use keeps a mailbox alive; the write is skipped when the rounded expiry is unchanged.
         await self._timed("touch", self.store.touch(req.mailbox, now))
         return {}

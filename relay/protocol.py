@@ -62,7 +62,8 @@ NONCE_BYTES: Final = 32
 IDEMPOTENCY_KEY_MIN: Final = 8
 IDEMPOTENCY_KEY_MAX: Final = 32
 ID_MAX: Final = 2**32 - 1
-U64_MAX: Final = 2**64 - 1
+#: Largest sequence number, epoch or cursor: both stores keep them as signed 64-bit integers.
+U64_MAX: Final = 2**63 - 1
 
 Role = Literal["read", "write"]
 ROLES: Final = ("read", "write")

@@ -32,7 +32,7 @@ from relay.protocol import (
     rotate_message,
 )
 
-from .errors import ProtocolMismatch, Rejected, Unreachable
+from .errors import ProtocolMismatch, Unreachable, rejected
 
 __all__ = ["MailboxCapability", "RelaySession", "new_mailbox_id"]
 
@@ -175,7 +175,7 @@ class RelaySession:
                     fut = self._pending.pop(frame.id, None) if frame.id is not None else None
                     if fut is not None and not fut.done():
                         fut.set_exception(
-                            Rejected(
+                            rejected(
                                 frame.code,
                                 frame.message,
                                 epoch=frame.epoch,
@@ -194,6 +194,13 @@ class RelaySession:
                     fut.set_exception(Unreachable("The relay connection closed."))
             self._pending.clear()
 
+    async def wait_closed(self) -> None:
+        """Return once the connection has closed (by either side) and its reader has stopped.
+
+        Events received before the close stay available through :meth:`next_event`.
+        """
+        await asyncio.wait({self._reader})
+
     async def send_raw(self, data: bytes | str) -> None:
         """Send arbitrary bytes (or text) as one frame; for tests and tools."""
         if isinstance(data, str):
@@ -208,9 +215,11 @@ class RelaySession:
         """Send one request and wait for its answer's fields.
 
         Raises:
-            Rejected: the relay answered with an error.
+            Rejected: the relay answered with an error (the subclass for its code).
             Unreachable: the connection closed first.
         """
+        if self._reader.done():  # closed: no answer could ever be matched
+            raise Unreachable("The relay connection closed.")
         request_id = self.next_id()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
@@ -251,7 +260,7 @@ class RelaySession:
         """Replace ``cap``'s keys with ``new``'s (same mailbox id), signed by ``cap.admin``."""
         if cap.admin is None:
             raise ValueError("rotating needs the current admin key")
-        keys = new.public_keys()
+        keys: dict[str, Any] = new.public_keys()
         admin = keys.get("admin_key", keys["write_key"])
         sig = cap.admin.sign(
             rotate_message(self.nonce, cap.mailbox, keys["read_key"], keys["write_key"], admin)

@@ -680,3 +680,17 @@ async def test_a_backlog_larger_than_the_send_queue_arrives_whole(start_relay: o
     assert all(p.blob[-1] == (p.seq - 1) % 256 for p in pushes)
     assert not reader.closed
     assert relay.app[METRICS].disconnects["slow_consumer"] == 0
+
+
+async def test_cursor_bounds_are_those_of_a_signed_64_bit_integer(relay: RunningRelay) -> None:
+    s = await relay.session()
+    cap = await relay.mailbox(s)
+    page = await s.call("fetch", mailbox=cap.mailbox, after=2**63 - 1)
+    assert page == {"entries": [], "head": 0, "more": False}
+    for op, field in (("fetch", "after"), ("subscribe", "after"), ("trim", "through")):
+        assert (
+            await rejected(s.call(op, mailbox=cap.mailbox, **{field: 2**63}))
+        ).code == "invalid_field"
+    assert (
+        await rejected(s.call("append", mailbox=cap.mailbox, blob=b"x", epoch=2**63))
+    ).code == "invalid_field"

@@ -1,0 +1,858 @@
+"""One logical connection to one relay that survives disconnects: :class:`RelayConnection`.
+
+Theory of operation
+-------------------
+A :class:`RelayConnection` owns at most one live :class:`~.session.RelaySession` at a
+time. A runner task connects, serves the session until it closes, then waits a
+full-jitter exponential backoff (:class:`Backoff`) and connects again, forever,
+until :meth:`RelayConnection.close`. Every change is reported as a
+:class:`ConnectionState` event.
+
+The caller registers capabilities (:meth:`~RelayConnection.register`) and follows
+mailboxes (:meth:`~RelayConnection.follow`). On every new session, each followed
+mailbox is set up again: ``auth`` read, a one-entry ``fetch`` to learn the head,
+then ``subscribe`` from the highest sequence number already delivered to the
+consumer. A head below that cursor means the relay lost entries (restored from a
+backup): a :class:`Reset` event says so and the cursor moves down to the head, so
+the entries the relay numbers next are not mistaken for old ones.
+
+Pushes become :class:`Entry` events. A push at or below the delivered cursor is
+dropped, so the consumer sees every sequence number at most once, in increasing
+order, across reconnects. The consumer calls :meth:`~RelayConnection.ack` once it
+has processed an entry; that moves the acknowledged cursor and calls the
+``on_ack`` callback, where the consumer persists it. Cursors survive only in the
+consumer's storage: after a restart it follows again with ``after=`` its cursor.
+
+Requests (``append``, ``create``, ``fetch``, ``trim``, ``rotate``) wait for a
+session, authenticate what they need on it (once per session and role), and are
+retried on connection loss, timeouts and transient refusals (``unavailable``,
+``shutting_down``, ``internal``) with backoff, and after ``rate_limited`` once
+``retry_after`` has passed. Appends always carry an idempotency key, so a retry
+whose first attempt was stored gets ``duplicate`` instead of a second copy. Any
+other refusal raises its :class:`~.errors.Rejected` subclass at once.
+
+A ``revoked`` frame drops the mailbox's grants on that session and sets the mailbox
+up again with the capability now registered (after :meth:`~RelayConnection.rotate`,
+the new one). Only if that is refused does the consumer get a :class:`Revoked`
+event, and the mailbox is no longer followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import ssl as ssl_module
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Final, TypeVar
+
+import aiohttp
+
+from relay.protocol import ErrFrame, Push
+from relay.protocol import Revoked as RevokedFrame
+
+from .errors import (
+    ConnectionClosed,
+    Denied,
+    MailboxExists,
+    RateLimited,
+    Rejected,
+    TransportError,
+    Unreachable,
+)
+from .proxy import PROXY_ERRORS, ProxySettings, parse_proxy_url
+from .session import MailboxCapability, RelaySession
+
+__all__ = [
+    "AlsoEntry",
+    "AppendResult",
+    "Backoff",
+    "ConnectionState",
+    "Entry",
+    "FetchPage",
+    "LinkState",
+    "RelayConnection",
+    "Reset",
+    "Revoked",
+    "TransportEvent",
+    "full_jitter",
+]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+#: Idempotency keys are 8 to 32 bytes (docs/relay-protocol.md §7 append); ours are 16.
+KEY_BYTES: Final = 16
+
+# -- events -----------------------------------------------------------------------------------
+
+
+class LinkState(Enum):
+    """Where the connection stands."""
+
+    #: Opening a WebSocket to the relay.
+    CONNECTING = "connecting"
+    #: Connected, and every followed mailbox was set up again.
+    CONNECTED = "connected"
+    #: No connection; the next attempt comes after ``retry_in`` seconds.
+    OFFLINE = "offline"
+    #: :meth:`RelayConnection.close` was called; nothing more happens.
+    CLOSED = "closed"
+
+
+class TransportEvent:
+    """Base of everything :meth:`RelayConnection.next_event` returns."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(TransportEvent):
+    """One entry of a followed mailbox, delivered once."""
+
+    #: The mailbox id.
+    mailbox: bytes
+    #: The entry's sequence number; acknowledge it with :meth:`RelayConnection.ack`.
+    seq: int
+    #: The opaque content (ciphertext).
+    blob: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState(TransportEvent):
+    """The connection changed state."""
+
+    #: The new state.
+    state: LinkState
+    #: Attempts since the last successful connection (0 when connected).
+    attempt: int = 0
+    #: Seconds until the next attempt, when ``state`` is ``OFFLINE``.
+    retry_in: float | None = None
+    #: A sentence about why, for people (no secrets).
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked(TransportEvent):
+    """Access to a followed mailbox ended; it is no longer followed.
+
+    ``reason`` is the relay's (``"rotated"``, ``"expired"``) or ``"denied"`` when
+    authenticating failed at set-up, or ``"too_many_subscriptions"``.
+    """
+
+    #: The mailbox id.
+    mailbox: bytes
+    #: Why, as above.
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reset(TransportEvent):
+    """The relay's head is behind the cursor (e.g. restored from a backup).
+
+    Entries up to ``cursor`` that the relay no longer has are gone. The cursor moves
+    down to ``head`` when the consumer receives this event (``on_ack`` is told), and
+    the entries the relay numbers after ``head`` are delivered as new ones.
+    """
+
+    #: The mailbox id.
+    mailbox: bytes
+    #: The cursor before the reset.
+    cursor: int
+    #: The relay's head, the new cursor.
+    head: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlsoEntry:
+    """A further entry written atomically with an append (its ``also`` list)."""
+
+    mailbox: bytes
+    blob: bytes = field(repr=False)
+    #: Idempotency key; give one to learn its sequence number on a retry.
+    key: bytes | None = None
+    ttl: int | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The entry as the ``also`` map of an append request."""
+        out: dict[str, Any] = {"mailbox": self.mailbox, "blob": self.blob}
+        if self.key is not None:
+            out["key"] = self.key
+        if self.ttl is not None:
+            out["ttl"] = self.ttl
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The relay's answer to an append."""
+
+    #: The main entry's sequence number.
+    seq: int
+    #: The idempotency key the append carried.
+    key: bytes
+    #: True when an earlier attempt had stored it (nothing was written this time).
+    duplicate: bool = False
+    #: The mailbox's epoch after the append, if it carried one.
+    epoch: int | None = None
+    #: Sequence numbers of the ``also`` entries (0: unknown on a duplicate without key).
+    also: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPage:
+    """One page of a mailbox, from :meth:`RelayConnection.fetch`."""
+
+    #: ``(seq, blob)`` pairs in increasing order.
+    entries: tuple[tuple[int, bytes], ...] = field(repr=False)
+    #: The mailbox's head (last number assigned).
+    head: int
+    #: True if entries after the last one returned exist.
+    more: bool
+
+
+# -- backoff ----------------------------------------------------------------------------------
+
+
+def full_jitter(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """A "full jitter" backoff delay: uniform in ``[0, min(cap, base * 2**attempt)]``.
+
+    Args:
+        attempt: failures so far, from 0.
+        base: the ceiling of the first delay, in seconds (> 0).
+        cap: the largest ceiling, in seconds (>= base).
+        rng: the random source (seed it for reproducible tests).
+
+    Returns:
+        The delay in seconds.
+    """
+    if attempt < 0 or base <= 0 or cap < base:
+        raise ValueError("need attempt >= 0 and 0 < base <= cap")
+    return rng.uniform(0.0, min(cap, base * 2 ** min(attempt, 64)))
+
+
+class Backoff:
+    """Reconnect delays: full jitter, capped, reset once a connection stayed up long enough.
+
+    Time is passed in, so the policy is tested without clocks.
+    """
+
+    def __init__(
+        self,
+        *,
+        base: float = 0.5,
+        cap: float = 60.0,
+        stable_after: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        full_jitter(0, base=base, cap=cap, rng=random.Random(0))  # validates base and cap
+        self.base, self.cap, self.stable_after = base, cap, stable_after
+        self._rng = rng or random.Random()
+        self._attempt = 0
+        self._up_since: float | None = None
+
+    @property
+    def attempt(self) -> int:
+        """Failures counted since the last reset."""
+        return self._attempt
+
+    def connected(self, now: float) -> None:
+        """A connection came up at ``now`` (seconds, any monotonic clock)."""
+        self._up_since = now
+
+    def next_delay(self, now: float) -> float:
+        """The wait before the next attempt, after a failure or a drop at ``now``."""
+        if self._up_since is not None and now - self._up_since >= self.stable_after:
+            self._attempt = 0
+        self._up_since = None
+        delay = full_jitter(self._attempt, base=self.base, cap=self.cap, rng=self._rng)
+        self._attempt += 1
+        return delay
+
+
+# -- the connection ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Follow:
+    delivered: int  # highest seq queued for the consumer
+    acked: int  # highest seq the consumer acknowledged
+
+
+AckCallback = Callable[[bytes, int], Awaitable[None]]
+
+
+class RelayConnection:
+    """One relay URL, kept connected; see the module docstring.
+
+    Use as ``async with RelayConnection(url) as conn:`` or :meth:`start` / :meth:`close`.
+
+    Args:
+        url: ``ws://`` or ``wss://host:port/v1/ws``.
+        proxy: ``socks5h://host:port`` (Tor), ``socks5://…``, or parsed settings.
+        ssl: an ``SSLContext`` for a ``wss://`` relay with a private CA.
+        backoff: the reconnect policy (a default :class:`Backoff` otherwise).
+        on_ack: awaited with ``(mailbox, seq)`` whenever the acknowledged cursor moves;
+            persist it there.
+        connect_timeout: seconds for one connection attempt, hello included.
+        request_timeout: seconds for one request before the session is dropped.
+
+    Raises:
+        ValueError: the URL is not ``ws://`` or ``wss://``.
+        InvalidProxyURL: the proxy URL is not a SOCKS5 URL.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        proxy: str | ProxySettings | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        backoff: Backoff | None = None,
+        on_ack: AckCallback | None = None,
+        connect_timeout: float = 10.0,
+        request_timeout: float = 30.0,
+    ) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError("the relay URL must start with ws:// or wss://")
+        self.url = url
+        self._proxy = parse_proxy_url(proxy) if isinstance(proxy, str) else proxy
+        self._ssl = ssl
+        self._backoff = backoff or Backoff()
+        self._rng = random.Random()
+        self._on_ack = on_ack
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._caps: dict[bytes, MailboxCapability] = {}
+        self._follows: dict[bytes, _Follow] = {}
+        self._locks: dict[bytes, asyncio.Lock] = {}
+        self._events: asyncio.Queue[TransportEvent | None] = asyncio.Queue()
+        self._session: RelaySession | None = None
+        self._grants: dict[tuple[bytes, str], asyncio.Future[None]] = {}
+        self._session_tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._state = ConnectionState(LinkState.OFFLINE)
+        self._runner: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start connecting in the background (returns at once)."""
+        if self._runner is not None or self._closed:
+            raise RuntimeError("a RelayConnection starts once")
+        connector = self._proxy.connector() if self._proxy is not None else None
+        self._http = aiohttp.ClientSession(connector=connector)
+        self._runner = asyncio.create_task(self._run(), name="relay-connection")
+
+    async def close(self) -> None:
+        """Stop: close the session, end :meth:`events`, fail waiting requests."""
+        if self._closed:
+            return
+        self._closed = True
+        self._notify()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+        self._set_state(LinkState.CLOSED)
+        self._events.put_nowait(None)
+
+    async def __aenter__(self) -> RelayConnection:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def state(self) -> ConnectionState:
+        """The latest connection state."""
+        return self._state
+
+    async def wait_connected(self) -> None:
+        """Return once the state is ``CONNECTED`` (followed mailboxes set up)."""
+        while self._state.state is not LinkState.CONNECTED:
+            if self._closed:
+                raise ConnectionClosed("This relay connection was closed.")
+            await self._wait_changed()
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def next_event(self, timeout: float | None = None) -> TransportEvent:
+        """The next event, in order.
+
+        Raises:
+            ConnectionClosed: the connection was closed and every event was read.
+            TimeoutError: none came within ``timeout`` seconds.
+        """
+        event = await asyncio.wait_for(self._events.get(), timeout)
+        if event is None:
+            self._events.put_nowait(None)  # every later reader sees the end too
+            raise ConnectionClosed("This relay connection was closed.")
+        if isinstance(event, Reset):
+            follow = self._follows.get(event.mailbox)
+            if follow is not None and follow.acked > event.head:
+                follow.acked = event.head
+                if self._on_ack is not None:
+                    await self._on_ack(event.mailbox, event.head)
+        return event
+
+    async def events(self) -> AsyncIterator[TransportEvent]:
+        """Every event until the connection is closed."""
+        while True:
+            try:
+                yield await self.next_event()
+            except ConnectionClosed:
+                return
+
+    async def ack(self, mailbox: bytes, seq: int) -> None:
+        """The consumer has processed ``mailbox`` up to ``seq``: move the cursor, call ``on_ack``."""
+        follow = self._follows.get(mailbox)
+        if follow is not None:
+            if seq <= follow.acked:
+                return
+            follow.acked = seq
+        if self._on_ack is not None:
+            await self._on_ack(mailbox, seq)
+
+    def cursor(self, mailbox: bytes) -> int | None:
+        """The acknowledged cursor of a followed mailbox (None if not followed)."""
+        follow = self._follows.get(mailbox)
+        return follow.acked if follow is not None else None
+
+    # -- mailboxes ----------------------------------------------------------------------------
+
+    def register(self, cap: MailboxCapability) -> None:
+        """Hold ``cap`` for requests on its mailbox (replacing an earlier one)."""
+        self._caps[cap.mailbox] = cap
+
+    async def follow(self, cap: MailboxCapability, after: int = 0) -> None:
+        """Receive ``cap``'s mailbox entries after ``after``, now and after every reconnect.
+
+        Following a mailbox already followed only replaces its capability.
+
+        Raises:
+            ValueError: ``cap`` has no read key.
+            Rejected: while connected, the relay refused (``Denied``, …); not followed.
+                While offline this returns at once and a refusal later is a
+                :class:`Revoked` event.
+        """
+        if cap.read is None:
+            raise ValueError("following a mailbox needs its read key")
+        self.register(cap)
+        if cap.mailbox in self._follows:
+            return
+        self._follows[cap.mailbox] = _Follow(after, after)
+        session = self._session
+        if session is not None and not session.closed:
+            await self._setup_follow(session, cap.mailbox, reason=None, raise_refusal=True)
+
+    async def unfollow(self, mailbox: bytes) -> None:
+        """Stop receiving a mailbox (entries already queued are still delivered)."""
+        if self._follows.pop(mailbox, None) is None:
+            return
+        session = self._session
+        if session is not None:
+            # If this fails, the next session does not subscribe it; pushes are dropped.
+            with contextlib.suppress(TransportError, TimeoutError):
+                await session.call("unsubscribe", mailbox=mailbox, timeout=self._request_timeout)
+
+    async def create_mailbox(
+        self, cap: MailboxCapability, *, ttl: int | None = None, timeout: float | None = None
+    ) -> int | None:
+        """Create ``cap``'s mailbox on the relay and register ``cap``.
+
+        Returns:
+            The TTL the mailbox got, or None when a lost answer was recovered (the
+            retry said ``exists`` and ``cap``'s write key authenticates).
+
+        Raises:
+            MailboxExists: the id is taken. Other :class:`Rejected` as the relay says.
+        """
+
+        async def attempt(session: RelaySession, lost: bool) -> int | None:
+            try:
+                fields = await session.create(cap, ttl=ttl)
+            except MailboxExists as exists:
+                if not lost or cap.write is None:
+                    raise
+                try:
+                    await session.auth(cap, "write")  # our lost attempt created it?
+                except Denied:
+                    raise exists from None  # no: someone else's mailbox
+                return None
+            return int(fields["ttl"]) if "ttl" in fields else None
+
+        result = await self._request((), attempt, timeout)
+        self.register(cap)
+        return result
+
+    async def rotate(
+        self, cap: MailboxCapability, new: MailboxCapability, *, timeout: float | None = None
+    ) -> None:
+        """Replace the mailbox's keys with ``new``'s, signed by ``cap.admin``; then use ``new``.
+
+        Raises:
+            ValueError: ``new`` names another mailbox, or ``cap`` has no admin key.
+            Rejected: as the relay says (``Denied``: ``cap`` is not current).
+        """
+        if new.mailbox != cap.mailbox or new.write is None or new.read is None:
+            raise ValueError("the new capability needs the same mailbox and a read and write key")
+        if cap.admin is None:
+            raise ValueError("rotating needs the current admin key")
+
+        async def attempt(session: RelaySession, lost: bool) -> None:
+            try:
+                await session.rotate(cap, new)
+            except Denied:
+                if not lost:
+                    raise
+                await session.auth(new, "write")  # the lost attempt did rotate
+
+        async with self._lock(cap.mailbox):  # a revoked frame's recovery waits for the new keys
+            await self._request((), attempt, timeout)
+            self.register(new)
+            for role in ("read", "write"):
+                self._grants.pop((cap.mailbox, role), None)
+
+    async def append(
+        self,
+        mailbox: bytes,
+        blob: bytes,
+        key: bytes | None = None,
+        *,
+        epoch: int | None = None,
+        also: Sequence[AlsoEntry] = (),
+        ttl: int | None = None,
+        timeout: float | None = None,
+    ) -> AppendResult:
+        """Append ``blob``, waiting for the relay and retrying transient failures.
+
+        Args:
+            mailbox: a registered mailbox with a write key.
+            blob: the content.
+            key: the idempotency key (8 to 32 bytes); a random one if None. Retries reuse it.
+            epoch: compare-and-set epoch.
+            also: further entries written atomically (their mailboxes registered too).
+            ttl: the entry's own TTL in seconds.
+            timeout: give up after this many seconds (None: wait for the relay forever).
+
+        Returns:
+            The relay's answer.
+
+        Raises:
+            StaleEpoch, TooLarge, MailboxFull, Denied, …: refused; do not retry unchanged.
+            Unreachable: ``timeout`` passed first. ConnectionClosed: closed meanwhile.
+        """
+        key = os.urandom(KEY_BYTES) if key is None else key
+        if not 8 <= len(key) <= 32:
+            raise ValueError("an idempotency key is 8 to 32 bytes")
+        fields: dict[str, Any] = {"mailbox": mailbox, "blob": blob, "key": key}
+        if epoch is not None:
+            fields["epoch"] = epoch
+        if ttl is not None:
+            fields["ttl"] = ttl
+        if also:
+            fields["also"] = [e.wire() for e in also]
+        targets = {mailbox, *(e.mailbox for e in also)}
+
+        async def attempt(session: RelaySession, lost: bool) -> AppendResult:
+            answer = await session.call("append", timeout=self._request_timeout, **fields)
+            return AppendResult(
+                int(answer["seq"]),
+                key,
+                bool(answer.get("duplicate", False)),
+                answer.get("epoch"),
+                tuple(int(s) for s in answer.get("also", ())),
+            )
+
+        return await self._request([(m, "write") for m in targets], attempt, timeout)
+
+    async def fetch(
+        self,
+        mailbox: bytes,
+        after: int = 0,
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> FetchPage:
+        """Read one page of a registered mailbox after ``after`` (no cursor changes)."""
+        extra = {} if limit is None else {"limit": limit}
+
+        async def attempt(session: RelaySession, lost: bool) -> FetchPage:
+            page = await session.call(
+                "fetch", mailbox=mailbox, after=after, timeout=self._request_timeout, **extra
+            )
+            entries = tuple((int(s), bytes(b)) for s, b in page["entries"])
+            return FetchPage(entries, int(page["head"]), bool(page["more"]))
+
+        return await self._request([(mailbox, "read")], attempt, timeout)
+
+    async def trim(self, mailbox: bytes, through: int, *, timeout: float | None = None) -> int:
+        """Delete the mailbox's entries up to ``through``; returns how many were deleted."""
+
+        async def attempt(session: RelaySession, lost: bool) -> int:
+            answer = await session.call(
+                "trim", mailbox=mailbox, through=through, timeout=self._request_timeout
+            )
+            return int(answer["deleted"])
+
+        return await self._request([(mailbox, "read")], attempt, timeout)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        needs: Sequence[tuple[bytes, str]],
+        attempt: Callable[[RelaySession, bool], Awaitable[_T]],
+        timeout: float | None,
+    ) -> _T:
+        for mailbox, role in needs:
+            self._key_for(mailbox, role)  # a usage error surfaces before any waiting
+        if timeout is None:
+            return await self._retrying(needs, attempt)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._retrying(needs, attempt)
+        except TimeoutError:
+            raise Unreachable(f"The relay did not answer within {timeout:g} s.") from None
+
+    async def _retrying(
+        self,
+        needs: Sequence[tuple[bytes, str]],
+        attempt: Callable[[RelaySession, bool], Awaitable[_T]],
+    ) -> _T:
+        stale: RelaySession | None = None
+        lost = reauthenticated = False
+        failures = 0
+        while True:
+            session = await self._wait_session(stale)
+            try:
+                for mailbox, role in needs:
+                    await self._ensure_auth(session, mailbox, role)
+                return await attempt(session, lost)
+            except RateLimited as exc:
+                await asyncio.sleep(exc.retry_after if exc.retry_after is not None else 1.0)
+            except Denied:
+                if reauthenticated or not needs:
+                    raise
+                reauthenticated = True  # the grant may have been revoked under us: once more
+                for mailbox, role in needs:
+                    self._grants.pop((mailbox, role), None)
+            except Rejected as exc:
+                if not exc.transient:
+                    raise
+                failures += 1
+                await asyncio.sleep(self._jitter(failures))
+            except TimeoutError:  # a request hung: drop the session, retry on the next
+                lost, stale = True, session
+                await session.close()
+            except Unreachable:
+                lost, stale = True, session
+
+    def _jitter(self, failures: int) -> float:
+        return full_jitter(failures, base=self._backoff.base, cap=self._backoff.cap, rng=self._rng)
+
+    def _key_for(self, mailbox: bytes, role: str) -> MailboxCapability:
+        cap = self._caps.get(mailbox)
+        if cap is None or (cap.read if role == "read" else cap.write) is None:
+            raise ValueError(f"no {role} capability is registered for this mailbox")
+        return cap
+
+    async def _ensure_auth(self, session: RelaySession, mailbox: bytes, role: str) -> None:
+        if session is not self._session:
+            raise Unreachable("The relay connection closed.")
+        grant = self._grants.get((mailbox, role))
+        if grant is None:
+            cap = self._key_for(mailbox, role)
+            grant = asyncio.ensure_future(session.auth(cap, role))
+            self._grants[(mailbox, role)] = grant
+
+            def done(fut: asyncio.Future[None], slot: tuple[bytes, str] = (mailbox, role)) -> None:
+                failed = fut.cancelled() or fut.exception() is not None
+                if failed and self._grants.get(slot) is fut:
+                    del self._grants[slot]
+
+            grant.add_done_callback(done)
+        await asyncio.shield(grant)
+
+    async def _wait_session(self, stale: RelaySession | None) -> RelaySession:
+        if self._runner is None:
+            raise RuntimeError("start the RelayConnection first")
+        while True:
+            if self._closed:
+                raise ConnectionClosed("This relay connection was closed.")
+            session = self._session
+            if session is not None and session is not stale and not session.closed:
+                return session
+            await self._wait_changed()
+
+    async def _wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _lock(self, mailbox: bytes) -> asyncio.Lock:
+        return self._locks.setdefault(mailbox, asyncio.Lock())
+
+    def _set_state(
+        self, state: LinkState, attempt: int = 0, retry_in: float | None = None, detail: str = ""
+    ) -> None:
+        self._state = ConnectionState(state, attempt, retry_in, detail)
+        self._events.put_nowait(self._state)
+        self._notify()
+        _log.info("relay connection %s (attempt %d)", state.value, attempt)
+
+    # -- the runner ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._http is not None
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            self._set_state(LinkState.CONNECTING, attempt)
+            try:
+                session = await RelaySession.connect(
+                    self.url, http=self._http, timeout=self._connect_timeout, ssl=self._ssl
+                )
+            except TransportError as exc:
+                detail = str(exc)
+            except PROXY_ERRORS as exc:
+                detail = f"Cannot reach the relay through the proxy: {exc.__class__.__name__}."
+            except Exception as exc:  # the reconnect loop must outlive anything one attempt does
+                _log.error("relay connection attempt failed: %s", exc.__class__.__name__)
+                detail = f"Cannot reach the relay: {exc.__class__.__name__}."
+            else:
+                self._backoff.connected(loop.time())
+                await self._serve(session)
+                attempt, detail = 0, "The connection to the relay was lost."
+            delay = self._backoff.next_delay(loop.time())
+            self._set_state(LinkState.OFFLINE, attempt, delay, detail)
+            await asyncio.sleep(delay)
+
+    async def _serve(self, session: RelaySession) -> None:
+        self._grants = {}
+        self._session = session
+        self._notify()
+        pump = asyncio.create_task(self._pump(session), name="relay-connection-pump")
+        try:
+            writable = [m for m, cap in self._caps.items() if cap.write is not None]
+            await asyncio.gather(
+                *(self._setup_follow(session, m, reason=None) for m in list(self._follows)),
+                *(self._ensure_auth(session, m, "write") for m in writable),
+                return_exceptions=True,  # a refused write grant is the appender's to report
+            )
+            if not session.closed:
+                self._set_state(LinkState.CONNECTED)
+            await pump
+        finally:
+            self._session = None
+            self._notify()
+            tasks = [pump, *self._session_tasks]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for grant in self._grants.values():
+                grant.cancel()
+            self._grants = {}
+            await session.close()
+
+    async def _pump(self, session: RelaySession) -> None:
+        closed = asyncio.ensure_future(session.wait_closed())
+        getter: asyncio.Task[Push | RevokedFrame | ErrFrame] | None = None
+        try:
+            while not closed.done():
+                getter = asyncio.create_task(session.next_event())
+                await asyncio.wait((getter, closed), return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()  # Queue.get leaves the item queued when cancelled
+                    await asyncio.wait((getter,))
+                if not getter.cancelled():
+                    self._on_frame(session, getter.result())
+            while session.pending_events():  # what arrived just before the close
+                self._on_frame(session, await session.next_event())
+        finally:
+            closed.cancel()
+            if getter is not None:
+                getter.cancel()
+
+    def _on_frame(self, session: RelaySession, frame: object) -> None:
+        if isinstance(frame, Push):
+            follow = self._follows.get(frame.mailbox)
+            if follow is None or frame.seq <= follow.delivered:
+                return  # not followed, or already delivered (a replaced subscription)
+            follow.delivered = frame.seq
+            self._events.put_nowait(Entry(frame.mailbox, frame.seq, frame.blob))
+        elif isinstance(frame, RevokedFrame):
+            if frame.reason != "unavailable":
+                for role in ("read", "write"):
+                    self._grants.pop((frame.mailbox, role), None)
+            if frame.mailbox in self._follows:
+                task = asyncio.create_task(self._recover(session, frame.mailbox, frame.reason))
+                self._session_tasks.add(task)
+                task.add_done_callback(self._session_tasks.discard)
+
+    async def _recover(self, session: RelaySession, mailbox: bytes, reason: str) -> None:
+        if reason == "unavailable":  # the store failed while catching up: later, same cursor
+            await asyncio.sleep(self._jitter(1))
+        await self._setup_follow(session, mailbox, reason=reason)
+
+    async def _setup_follow(
+        self,
+        session: RelaySession,
+        mailbox: bytes,
+        reason: str | None,
+        *,
+        raise_refusal: bool = False,
+    ) -> None:
+        """Authenticate, check the head against the cursor, subscribe from it.
+
+        A permanent refusal unfollows the mailbox and raises (``raise_refusal``, for
+        :meth:`follow`) or becomes a :class:`Revoked` event with ``reason`` (the relay's
+        ``revoked`` reason) or else the refusal's code.
+        """
+        failures = 0
+        async with self._lock(mailbox):
+            while mailbox in self._follows and session is self._session:
+                follow = self._follows[mailbox]
+                try:
+                    await self._ensure_auth(session, mailbox, "read")
+                    page = await session.call(
+                        "fetch",
+                        mailbox=mailbox,
+                        after=follow.delivered,
+                        limit=1,
+                        timeout=self._request_timeout,
+                    )
+                    head = int(page["head"])
+                    if head < follow.delivered:
+                        self._events.put_nowait(Reset(mailbox, follow.delivered, head))
+                        follow.delivered = head
+                    await session.call(
+                        "subscribe",
+                        mailbox=mailbox,
+                        after=follow.delivered,
+                        timeout=self._request_timeout,
+                    )
+                    return
+                except (Unreachable, TimeoutError):
+                    return  # the next session sets it up again
+                except Rejected as exc:
+                    if exc.transient:
+                        failures += 1
+                        await asyncio.sleep(self._jitter(failures))
+                        continue
+                    del self._follows[mailbox]
+                    if raise_refusal:
+                        raise
+                    self._events.put_nowait(Revoked(mailbox, reason or exc.code))
+                    return
