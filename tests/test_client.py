@@ -1,0 +1,101 @@
+"""The client façade's profile, identity and relay lifecycle, and the CLI on top of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from backchannel.cli import cli
+from backchannel.client import Client, ConnectionChanged
+from backchannel.errors import BackchannelError, ProfileError
+
+
+async def test_a_profile_is_created_and_reopened_with_its_identity(tmp_path: Path) -> None:
+    home = tmp_path / "alice"
+    async with await Client.create(home, name="Alice", passphrase="correct horse") as created:
+        first = created.info()
+    assert first.name == "Alice" and first.embedded_relay and first.cipher_suite == 0xF001
+    assert len(bytes.fromhex(first.identity)) == 16
+    async with await Client.open(home, "correct horse") as reopened:
+        assert reopened.info() == first
+        assert (
+            reopened.identity.public_key()
+            == reopened.identity.private_key().public_key().to_bytes()
+        )
+    assert "correct horse" not in repr(reopened.identity) and "sig" not in repr(reopened.identity)
+
+
+async def test_wrong_passphrase_missing_profile_and_duplicates_are_clear_errors(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "bob"
+    async with await Client.create(home, name="Bob", passphrase="one"):
+        with pytest.raises(ProfileError, match="another Backchannel"):
+            await Client.open(home, "one")
+    with pytest.raises(ProfileError, match="Wrong passphrase"):
+        await Client.open(home, "two")
+    with pytest.raises(ProfileError, match="already exists"):
+        await Client.create(home, name="Bob", passphrase="one")
+    with pytest.raises(ProfileError, match="no profile"):
+        await Client.open(tmp_path / "nobody", "one")
+    with pytest.raises(ProfileError, match="display name"):
+        await Client.create(tmp_path / "x", name="  ", passphrase="one")
+    with pytest.raises(BackchannelError, match="HOST:PORT"):
+        await Client.create(tmp_path / "y", name="Y", passphrase="one", listen="nowhere")
+
+
+async def test_the_embedded_relay_serves_the_profile_and_the_client_connects(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "fac"
+    client = await Client.create(home, name="Facilitator", passphrase="pw")
+    try:
+        await client.start()
+        events = client.events()
+        while True:
+            event = await asyncio.wait_for(anext(events), 10)
+            if isinstance(event, ConnectionChanged) and event.state == "connected":
+                break
+        http_url = client.relay_url.replace("ws://", "http://").replace("/v1/ws", "/healthz")
+        async with aiohttp.ClientSession() as http, http.get(http_url) as r:
+            assert r.status == 200
+        assert (home / "relay" / "relay.sqlite3").exists()
+    finally:
+        await client.close()
+    # The address is kept: invites made today must still reach this relay tomorrow.
+    async with await Client.open(home, "pw") as again:
+        assert again.relay_url == client.relay_url
+
+
+def test_cli_init_and_status(tmp_path: Path) -> None:
+    runner = CliRunner()
+    home = str(tmp_path / "cli")
+    env = {"BACKCHANNEL_PASSPHRASE": "swordfish"}
+    created = runner.invoke(cli, ["--home", home, "--json", "init", "--name", "Carol"], env=env)
+    assert created.exit_code == 0, created.output
+    info = json.loads(created.output)
+    assert info["name"] == "Carol" and info["embedded_relay"] is True
+    shown = runner.invoke(cli, ["--home", home, "--json", "status"], env=env)
+    assert json.loads(shown.output) == info
+    human = runner.invoke(cli, ["--home", home, "status"], env=env)
+    assert "Carol" in human.output and "(built in)" in human.output
+    wrong = runner.invoke(cli, ["--home", home, "status"], env={"BACKCHANNEL_PASSPHRASE": "nope"})
+    assert wrong.exit_code == 1
+    assert "Wrong passphrase" in wrong.output and "Traceback" not in wrong.output
+    no_secret = runner.invoke(cli, ["--home", home, "status"], env={"BACKCHANNEL_PASSPHRASE": ""})
+    assert no_secret.exit_code == 1 and "BACKCHANNEL_PASSPHRASE" in no_secret.output
+
+
+def test_cli_reads_the_passphrase_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pass.txt"
+    secret.write_text("from a file\n")
+    runner = CliRunner()
+    home = str(tmp_path / "f")
+    args = ["--home", home, "--passphrase-file", str(secret), "--json"]
+    assert runner.invoke(cli, [*args, "init", "--name", "Dee"]).exit_code == 0
+    assert json.loads(runner.invoke(cli, [*args, "status"]).output)["name"] == "Dee"
