@@ -12,6 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Protocol
 
 __all__ = [
@@ -24,8 +25,20 @@ __all__ = [
     "StoreLimits",
     "StoreStats",
     "SweepResult",
+    "migration_scripts",
     "round_up",
 ]
+
+
+def migration_scripts(backend: str) -> list[tuple[int, str]]:
+    """The numbered SQL migrations of ``backend`` ("sqlite" or "postgres"), in order."""
+    folder = resources.files("relay.store").joinpath("migrations", backend)
+    found = [
+        (int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8"))
+        for item in folder.iterdir()
+        if item.name.endswith(".sql")
+    ]
+    return sorted(found)
 
 
 def round_up(when: float, granularity: int) -> int:

@@ -25,7 +25,6 @@ import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from importlib import resources
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -49,6 +48,7 @@ from .base import (
     StoreLimits,
     StoreStats,
     SweepResult,
+    migration_scripts,
 )
 
 __all__ = ["PostgresStore", "apply_migrations"]
@@ -73,16 +73,6 @@ _SQLSTATE_ERRORS: Final[dict[str, type[RelayError]]] = {
 }
 
 
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("relay.store").joinpath("migrations", "postgres")
-    found = [
-        (int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8"))
-        for item in folder.iterdir()
-        if item.name.endswith(".sql")
-    ]
-    return sorted(found)
-
-
 async def apply_migrations(conn: asyncpg.Connection) -> int:
     """Apply the numbered migrations not yet recorded; safe with several nodes starting at once."""
     async with conn.transaction():
@@ -93,7 +83,7 @@ async def apply_migrations(conn: asyncpg.Connection) -> int:
         done = {
             r["version"] for r in await conn.fetch("SELECT version FROM relay_schema_migrations")
         }
-        for number, script in _migrations():
+        for number, script in migration_scripts("postgres"):
             if number not in done:
                 await conn.execute(script)
                 await conn.execute(

@@ -29,7 +29,6 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +53,7 @@ from .base import (
     StoreLimits,
     StoreStats,
     SweepResult,
+    migration_scripts,
     round_up,
 )
 
@@ -65,19 +65,10 @@ _SWEEP_CHUNK = 500  # rows per sweep transaction: keeps each one short on the lo
 _ROW_CACHE_MAX = 50_000
 
 
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("relay.store").joinpath("migrations", "sqlite")
-    found = []
-    for item in folder.iterdir():
-        if item.name.endswith(".sql"):
-            found.append((int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
 def apply_migrations(conn: sqlite3.Connection) -> int:
     """Apply the numbered migrations newer than ``PRAGMA user_version``; returns the version."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
-    for number, script in _migrations():
+    for number, script in migration_scripts("sqlite"):
         if number > current:
             conn.executescript(
                 f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"

@@ -15,7 +15,7 @@ import pytest
 from backchannel.transport.errors import Rejected, TransportError
 from backchannel.transport.session import MailboxCapability, RelaySession
 from relay.protocol import Push, Revoked
-from tests.relay.test_process import RelayProcess
+from tests.relayproc import RelayProcess
 
 pytestmark = pytest.mark.slow
 

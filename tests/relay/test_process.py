@@ -16,61 +16,9 @@ import pytest
 
 from backchannel.transport.errors import Rejected, TransportError
 from backchannel.transport.session import MailboxCapability, RelaySession
-from tests.conftest import free_port
+from tests.relayproc import RelayProcess
 
 pytestmark = pytest.mark.slow
-
-
-class RelayProcess:
-    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        environ = dict(os.environ)
-        environ.update(
-            BACKCHANNEL_RELAY_APPENDS_PER_SECOND="100000",
-            BACKCHANNEL_RELAY_APPEND_BURST="100000",
-            BACKCHANNEL_RELAY_LOG_LEVEL="warning",
-        )
-        environ.update(env or {})
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            env=environ,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/ws"
-
-    async def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"relay exited early: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
-                try:
-                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError("relay did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from relay.errors import (
     StoreFull,
     StoreUnavailable,
 )
-from relay.store.base import MailboxStore, NewEntry, StoreLimits
-from relay.store.sqlite import SQLiteStore, _migrations, apply_migrations
+from relay.store.base import MailboxStore, NewEntry, StoreLimits, migration_scripts
+from relay.store.sqlite import SQLiteStore, apply_migrations
 from tests.relay.store_contract import (
     LIMITS,
     NOW,
@@ -174,7 +174,7 @@ async def test_pragmas_in_force(store: SQLiteStore) -> None:
 
 
 async def test_migrations_recorded_and_idempotent(store: SQLiteStore) -> None:
-    latest = max(number for number, _ in _migrations())
+    latest = max(number for number, _ in migration_scripts("sqlite"))
     assert latest >= 1
     with sqlite3.connect(store.path, isolation_level=None) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == latest

@@ -5,15 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from backchannel.transport.connection import (
@@ -38,6 +33,7 @@ from backchannel.transport.errors import (
 )
 from backchannel.transport.session import MailboxCapability
 from tests.conftest import RelayFactory, RunningRelay, free_port
+from tests.relayproc import RelayProcess
 
 
 @pytest.fixture
@@ -103,56 +99,6 @@ async def everything(conn: RelayConnection, mailbox: bytes) -> list[tuple[int, b
 # -- a relay as its operator runs it: a process to kill -9 and restart on the same port ------
 
 
-class RelayProcess:
-    def __init__(self, data_dir: Path, port: int) -> None:
-        self.port = port
-        env = dict(os.environ)
-        env.update(
-            BACKCHANNEL_RELAY_APPENDS_PER_SECOND="100000",
-            BACKCHANNEL_RELAY_APPEND_BURST="100000",
-            BACKCHANNEL_RELAY_LOG_LEVEL="warning",
-        )
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/ws"
-
-    async def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"relay exited: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
-                try:
-                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError("relay did not become ready")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-
 @pytest.fixture
 def processes() -> Iterator[list[RelayProcess]]:
     started: list[RelayProcess] = []
@@ -162,7 +108,7 @@ def processes() -> Iterator[list[RelayProcess]]:
 
 
 async def start_process(processes: list[RelayProcess], data_dir: Path, port: int) -> RelayProcess:
-    p = RelayProcess(data_dir, port)
+    p = RelayProcess(data_dir, port=port)
     processes.append(p)
     await p.wait_ready()
     return p
