@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from . import treemath
+from .codec import Reader, Writer
 from .crypto.labels import derive_tree_secret, expand_with_label
 from .crypto.suites import CipherSuiteImpl
-from .errors import InternalError, UsageError, ValidationError
+from .errors import DecodeError, InternalError, UsageError, ValidationError
 
 __all__ = [
     "HashRatchet",
@@ -157,6 +158,35 @@ class HashRatchet:
             del self._skipped[old]
         return ratchet_key
 
+    def copy(self) -> HashRatchet:
+        """An independent copy (keys are immutable values, so this is cheap)."""
+        twin = HashRatchet(self._cs, b"", self._config)
+        twin._secret = self._secret
+        twin._skipped = dict(self._skipped)
+        twin.next_generation = self.next_generation
+        return twin
+
+    def encode(self, w: Writer) -> None:
+        """Append the ratchet's state (secret, next generation, kept skipped keys)."""
+        w.optional(self._secret, Writer.opaque).uint32(min(self.next_generation, _MAX_GENERATION))
+        w.boolean(self.next_generation > _MAX_GENERATION)
+        w.vector(
+            sorted(self._skipped.values(), key=lambda k: k.generation),
+            lambda w2, k: w2.uint32(k.generation).opaque(k.key).opaque(k.nonce),
+        )
+
+    @classmethod
+    def decode(
+        cls, cs: CipherSuiteImpl, r: Reader, config: SenderRatchetConfiguration
+    ) -> HashRatchet:
+        """Read a ratchet written by :meth:`encode`."""
+        ratchet = cls(cs, b"", config)
+        ratchet._secret = r.optional(Reader.opaque)
+        ratchet.next_generation = r.uint32() + (1 if r.boolean() else 0)
+        for key in r.vector(lambda r2: RatchetKey(r2.uint32(), r2.opaque(), r2.opaque())):
+            ratchet._skipped[key.generation] = key
+        return ratchet
+
     def next(self) -> RatchetKey:
         """The next unused generation's key, for sending; it is forgotten at once.
 
@@ -249,6 +279,45 @@ class SecretTree:
         for kind in RatchetType:
             self._ratchets[(leaf_index, kind)] = self._new_ratchet(leaf_secret, kind)
         return self._ratchets[(leaf_index, ratchet_type)]
+
+    def copy(self) -> SecretTree:
+        """An independent copy, so a caller can try a message and keep the result only on success."""
+        twin = SecretTree(self._cs, b"", self._n_leaves, self._config)
+        twin._nodes = dict(self._nodes)
+        twin._ratchets = {k: r.copy() for k, r in self._ratchets.items()}
+        return twin
+
+    def encode(self, w: Writer) -> None:
+        """Append the tree's remaining secrets and ratchets (for saving group state)."""
+        w.uint32(self._n_leaves)
+        w.vector(sorted(self._nodes.items()), lambda w2, kv: w2.uint32(kv[0]).opaque(kv[1]))
+        w.vector(
+            sorted(self._ratchets.items()),
+            lambda w2, kv: kv[1].encode(w2.uint32(kv[0][0]).uint8(kv[0][1])),
+        )
+
+    @classmethod
+    def decode(
+        cls, cs: CipherSuiteImpl, r: Reader, config: SenderRatchetConfiguration | None = None
+    ) -> SecretTree:
+        """Read a tree written by :meth:`encode`.
+
+        Raises:
+            DecodeError: malformed input.
+        """
+        n_leaves = r.uint32()
+        if n_leaves < 1:
+            raise DecodeError("secret tree without leaves")
+        tree = cls(cs, b"", n_leaves, config)
+        tree._nodes = dict(r.vector(lambda r2: (r2.uint32(), r2.opaque())))
+        ratchets = r.vector(
+            lambda r2: (
+                (r2.uint32(), r2.enum8(RatchetType)),
+                HashRatchet.decode(cs, r2, tree._config),
+            )
+        )
+        tree._ratchets = dict(ratchets)
+        return tree
 
     def get(self, leaf_index: int, ratchet_type: RatchetType, generation: int) -> RatchetKey:
         """Key and nonce for a received message, without changing the tree.
