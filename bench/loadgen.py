@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import multiprocessing.connection
 import signal
@@ -166,13 +167,17 @@ class RelayClient(Client):
 async def open_room(
     kind: str,
     http: aiohttp.ClientSession,
-    url: str,
+    urls: list[str],
     room: str,
     members: int,
     roles: tuple[str, ...],
     limit: asyncio.Semaphore,
 ) -> list[Client]:
-    """Connect ``members`` clients to one room (relay: a new mailbox, auth, subscribe from 0)."""
+    """Connect ``members`` clients to one room (relay: a new mailbox, auth, subscribe from 0).
+
+    Member ``i`` connects to ``urls[i % len(urls)]``: with several relay nodes the
+    members of one room are spread over them, so deliveries cross nodes.
+    """
 
     async def one(make: Callable[[], Awaitable[Client]]) -> Client:
         async with limit:
@@ -181,12 +186,12 @@ async def open_room(
     if kind == "baseline":
         return list(
             await asyncio.gather(
-                *(one(lambda: BaselineClient.connect(http, url, room)) for _ in range(members))
+                *(one(lambda: BaselineClient.connect(http, urls[0], room)) for _ in range(members))
             )
         )
     cap = MailboxCapability.generate()
 
-    async def member(create: bool) -> Client:
+    async def member(create: bool, url: str) -> Client:
         client = await RelayClient.connect(http, url)
         client.mailbox = cap.mailbox
         if create:
@@ -196,32 +201,60 @@ async def open_room(
         await client.call("subscribe", mailbox=cap.mailbox, after=0)
         return client
 
-    first = await one(lambda: member(True))
-    rest = await asyncio.gather(*(one(lambda: member(False)) for _ in range(members - 1)))
+    first = await one(lambda: member(True, urls[0]))
+    rest = await asyncio.gather(
+        *(one(functools.partial(member, False, urls[i % len(urls)])) for i in range(1, members))
+    )
     return [first, *rest]
 
 
 @dataclass
 class Window:
-    """What one load process saw inside the measurement window."""
+    """What one load process saw: inside the measurement window, and in all."""
 
     start: float
     end: float
     delivered: int = 0
     latencies: array.array[float] = field(default_factory=lambda: array.array("d"))
+    #: With several relay nodes: the latencies of deliveries whose sender was connected
+    #: to another node, and to the same node.
+    cross_latencies: array.array[float] = field(default_factory=lambda: array.array("d"))
+    same_latencies: array.array[float] = field(default_factory=lambda: array.array("d"))
+    #: Every delivery, in the window or not (to check that none was lost).
+    total: int = 0
 
-    def record(self, now: float, latency: float) -> None:
+    def record(self, now: float, latency: float, cross: bool | None) -> None:
+        """One delivery; ``cross``: None with one node, else whether the sender's differs."""
+        self.total += 1
         if self.start <= now < self.end:
             self.delivered += 1
             self.latencies.append(latency)
+            if cross is not None:
+                (self.cross_latencies if cross else self.same_latencies).append(latency)
 
 
 class Member:
-    """One sending member: keeps at most ``window`` of its own messages in flight."""
+    """One sending member: keeps at most ``window`` of its own messages in flight.
 
-    def __init__(self, client: Client, ident: int, window: int, blob_bytes: int, stats: Window):
+    Member numbers run room by room (``ident % room_size`` is the place in the room),
+    so the node a sender is connected to is ``(sender % room_size) % nodes``.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        ident: int,
+        window: int,
+        blob_bytes: int,
+        stats: Window,
+        room_size: int = 1,
+        nodes: int = 1,
+    ):
         self.client = client
         self.ident = ident
+        self.room_size = room_size
+        self.nodes = nodes
+        self.node = (ident % room_size) % nodes
         self.window = window
         self.pad = bytes(blob_bytes - HEADER.size)
         self.stats = stats
@@ -235,7 +268,8 @@ class Member:
     def on_blob(self, blob: bytes) -> None:
         now = time.time()
         sent_at, sender = HEADER.unpack_from(blob)
-        self.stats.record(now, now - sent_at)
+        cross = (sender % self.room_size) % self.nodes != self.node if self.nodes > 1 else None
+        self.stats.record(now, now - sent_at, cross)
         if sender == self.ident:
             self.in_flight -= 1
             self.wake.set()
@@ -301,7 +335,7 @@ def _http_session() -> aiohttp.ClientSession:
 
 
 async def _idle_job(pipe: multiprocessing.connection.Connection, job: dict[str, Any]) -> None:
-    kind, url, members = job["kind"], job["url"], job["members"]
+    kind, urls, members = job["kind"], job["urls"], job["members"]
     limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
     clients: list[Client] = []
     async with _http_session() as http:
@@ -310,7 +344,7 @@ async def _idle_job(pipe: multiprocessing.connection.Connection, job: dict[str, 
             rooms = [min(members, count - i) for i in range(0, count, members)]
             opened = await asyncio.gather(
                 *(
-                    open_room(kind, http, url, f"{tag}-{n}", size, ("read",), limit)
+                    open_room(kind, http, urls, f"{tag}-{n}", size, ("read",), limit)
                     for n, size in enumerate(rooms)
                 )
             )
@@ -327,13 +361,13 @@ async def _idle_job(pipe: multiprocessing.connection.Connection, job: dict[str, 
 
 
 async def _throughput_job(pipe: multiprocessing.connection.Connection, job: dict[str, Any]) -> None:
-    kind, url = job["kind"], job["url"]
+    kind, urls = job["kind"], job["urls"]
     limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
     roles = ("read", "write")
     async with _http_session() as http:
         rooms = await asyncio.gather(
             *(
-                open_room(kind, http, url, f"room-{r}", job["members"], roles, limit)
+                open_room(kind, http, urls, f"room-{r}", job["members"], roles, limit)
                 for r in job["rooms"]
             )
         )
@@ -341,7 +375,15 @@ async def _throughput_job(pipe: multiprocessing.connection.Connection, job: dict
         start, window_start, window_end = await _receive(pipe)
         stats = Window(window_start, window_end)
         members = [
-            Member(client, job["first_ident"] + i, job["window"], job["blob_bytes"], stats)
+            Member(
+                client,
+                job["first_ident"] + i,
+                job["window"],
+                job["blob_bytes"],
+                stats,
+                room_size=job["members"],
+                nodes=len(urls),
+            )
             for i, client in enumerate(c for room in rooms for c in room)
         ]
         loop = asyncio.get_running_loop()
@@ -355,16 +397,28 @@ async def _throughput_job(pipe: multiprocessing.connection.Connection, job: dict
         for m in members:
             m.stop()
         await asyncio.gather(*tasks)
-        # Let in-flight messages land before closing (they are outside the window anyway).
-        drain_until = time.time() + 2.0
-        # Polling is fine here: it runs once per phase, for at most two seconds.
-        while any(m.in_flight > 0 for m in members) and time.time() < drain_until:  # noqa: ASYNC110
+
+        # Let in-flight messages land before closing (they are outside the window
+        # anyway): every accepted send must reach every member of its room, once.
+        def errors_now() -> Counter[str]:
+            errors: Counter[str] = Counter()
+            for room in rooms:
+                for c in room:
+                    if isinstance(c, RelayClient):
+                        errors.update(c.errors)
+            return errors
+
+        def expected() -> int:
+            refused = sum(errors_now().values())
+            return (sum(m.sent for m in members) - refused) * job["members"]
+
+        drain_until = time.time() + 3.0
+        # Polling is fine here: it runs once per phase, for at most three seconds.
+        while time.time() < drain_until and (  # noqa: ASYNC110
+            any(m.in_flight > 0 for m in members) or stats.total < expected()
+        ):
             await asyncio.sleep(0.05)
-        errors: Counter[str] = Counter()
-        for room in rooms:
-            for c in room:
-                if isinstance(c, RelayClient):
-                    errors.update(c.errors)
+        errors = errors_now()
         await asyncio.gather(*(c.close() for room in rooms for c in room), return_exceptions=True)
     pipe.send(
         (
@@ -372,7 +426,11 @@ async def _throughput_job(pipe: multiprocessing.connection.Connection, job: dict
             {
                 "delivered": stats.delivered,
                 "latencies": stats.latencies.tobytes(),
+                "cross_latencies": stats.cross_latencies.tobytes(),
+                "same_latencies": stats.same_latencies.tobytes(),
                 "sent": sum(m.sent for m in members),
+                "delivered_total": stats.total,
+                "expected_total": expected(),
                 "errors": dict(errors),
                 "cpu": cpu.get("end", 0.0) - cpu.get("start", 0.0),
             },

@@ -46,10 +46,20 @@ limiter. The baseline is ``bench/baseline_server.py``. Both use uvloop when it i
 installed, and so do the load processes (``--procs``, default 2: the machine this was
 written for has 2 cores, shared by the server and the load).
 
+``--store postgres`` (with ``--nodes N``, default 2) measures, in one run and on the
+same workload, throughput only: the baseline, the relay on SQLite, the relay on
+PostgreSQL with one node, and N relay nodes sharing one PostgreSQL database (member
+``i`` of every room connects to node ``i % N``, so deliveries cross nodes through
+LISTEN/NOTIFY). Each PostgreSQL phase gets a fresh schema, dropped afterwards (see
+``bench/pg_cluster.py``); the JSON holds ``ratios`` such as ``postgres_1_vs_sqlite``
+and ``postgres_2_vs_postgres_1``. When PostgreSQL does not answer, the run is skipped
+with a message and ``{"skipped": true, ...}`` as the last line.
+
 Usage::
 
     .venv/bin/python bench/relay_throughput.py            # ~20 s per throughput phase
     .venv/bin/python bench/relay_throughput.py --quick    # under 30 s in all
+    .venv/bin/python bench/relay_throughput.py --store postgres [--nodes 2] [--quick]
 
 The last line of stdout is one JSON object with the ratios and every raw figure.
 Targets (reported as PASS/MISS; the exit status is 0 either way): relay throughput at
@@ -60,22 +70,17 @@ connection at most 1.5x the baseline's.
 from __future__ import annotations
 
 import argparse
-import array
 import contextlib
 import json
 import os
 import pstats
-import re
 import resource
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -83,37 +88,22 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere: import the project's packages
     sys.path.insert(0, str(REPO))
 
-from bench.loadgen import HEADER, BenchError, load_processes  # noqa: E402
+from bench import pg_cluster  # noqa: E402
+from bench.loadgen import HEADER, BenchError  # noqa: E402
+from bench.relay_phases import (  # noqa: E402
+    DEFAULTS,
+    Figures,
+    Settings,
+    run_idle,
+    run_throughput,
+)
+from bench.servers import RELAY_RATE_LIMIT, Server, start_server, stop_server  # noqa: E402
+from bench.sysstats import ProcError, machine_cpu  # noqa: E402
 
-HOST = "127.0.0.1"
-#: Appends per second and burst the relay is started with (its limiter is not under test).
-RELAY_RATE_LIMIT = 1_000_000
 #: Targets from the issue: relay/baseline ratios.
 TARGET_THROUGHPUT = 0.5
 TARGET_P99 = 3.0
 TARGET_IDLE_MEMORY = 1.5
-
-
-# -- settings -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The workload; defaults are the issue's, ``--quick`` shortens the phases."""
-
-    rooms: int = 20
-    members: int = 5
-    blob_bytes: int = 1024
-    window: int = 1
-    rate: float = 0.0
-    duration: float = 20.0
-    warmup: float = 2.0
-    idle: int = 1000
-    procs: int = 2
-    quick: bool = False
-
-
-DEFAULTS = Settings()
 
 
 def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
@@ -149,350 +139,58 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         choices=["relay", "baseline"],
         help="measure one server only (no ratios); for investigating",
     )
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="postgres: measure SQLite, PostgreSQL with 1 node and with --nodes nodes, in one run "
+        f"(server: ${pg_cluster.ENV_VAR} or {pg_cluster.DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        help="relay nodes on one PostgreSQL database for the cluster phase (default 2)",
+    )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
+    postgres = args.store == "postgres"
+    if not postgres and args.nodes not in (None, 1):
+        parser.error("--nodes needs --store postgres (SQLite serves one node)")
+    if postgres and (args.only or args.profile_relay):
+        parser.error("--only and --profile-relay measure the default (SQLite) mode only")
     settings = Settings(
         rooms=args.rooms,
         members=args.members,
         blob_bytes=args.blob_bytes,
         window=args.window,
         rate=args.rate,
-        duration=args.duration if args.duration is not None else (3.0 if quick else 20.0),
+        # --store postgres runs four throughput phases and no idle phases: 2.5 s each
+        # keeps --quick under about 30 s, 15 s each keeps the full run near 90 s.
+        duration=args.duration
+        if args.duration is not None
+        else (2.5 if quick and postgres else 3.0 if quick else 15.0 if postgres else 20.0),
         warmup=args.warmup if args.warmup is not None else (0.5 if quick else 2.0),
         idle=args.idle if args.idle is not None else (400 if quick else 1000),
         procs=args.procs,
         quick=quick,
+        store=args.store,
+        nodes=args.nodes if args.nodes is not None else (2 if postgres else 1),
     )
     if settings.blob_bytes < HEADER.size:
         parser.error(f"--blob-bytes must be at least {HEADER.size}")
-    if min(settings.rooms, settings.members, settings.window, settings.procs, settings.idle) < 1:
-        parser.error("--rooms, --members, --window, --procs and --idle must be positive")
+    if (
+        min(
+            settings.rooms,
+            settings.members,
+            settings.window,
+            settings.procs,
+            settings.idle,
+            settings.nodes,
+        )
+        < 1
+    ):
+        parser.error("--rooms, --members, --window, --procs, --idle and --nodes must be positive")
     return settings, args
-
-
-# -- server subprocesses ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """A server subprocess and where it listens."""
-
-    kind: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return (
-            f"ws://{HOST}:{self.port}/v1/ws"
-            if self.kind == "relay"
-            else f"ws://{HOST}:{self.port}/ws"
-        )
-
-    def http(self, path: str) -> bytes:
-        # No proxy: every request goes to 127.0.0.1 directly.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"http://{HOST}:{self.port}{path}", timeout=5) as response:
-            body: bytes = response.read()
-            return body
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _relay_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_RELAY_")}
-    env["BACKCHANNEL_RELAY_APPENDS_PER_SECOND"] = str(RELAY_RATE_LIMIT)
-    env["BACKCHANNEL_RELAY_APPEND_BURST"] = str(RELAY_RATE_LIMIT)
-    return env
-
-
-def start_server(
-    kind: str,
-    workdir: Path,
-    servers: list[Server],
-    *,
-    data_parent: Path | None,
-    profile: Path | None,
-) -> Server:
-    """Start the relay or the baseline on a free port and wait until it answers /healthz."""
-    last_error = ""
-    for _attempt in range(3):  # a free port can be taken between the probe and the bind
-        port = free_port()
-        log = workdir / f"{kind}-{port}.log"
-        if kind == "relay":
-            data_dir = Path(tempfile.mkdtemp(prefix="relay-store-", dir=data_parent or workdir))
-            prefix = [sys.executable]
-            if profile is not None:
-                prefix += ["-m", "cProfile", "-o", str(profile)]
-            command = [
-                *prefix,
-                "-m",
-                "relay",
-                "serve",
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-                "--log-level",
-                "warning",
-            ]
-            env = _relay_env()
-        else:
-            command = [
-                sys.executable,
-                str(REPO / "bench" / "baseline_server.py"),
-                "--port",
-                str(port),
-            ]
-            env = dict(os.environ)
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        server = Server(kind, process, port, log)
-        servers.append(server)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(OSError):
-                if server.http("/healthz"):
-                    return server
-            time.sleep(0.05)
-        last_error = server.log_tail()
-        stop_server(server)
-        servers.remove(server)
-    raise BenchError(
-        f"The {kind} server did not start on 127.0.0.1 (tried 3 free ports). Its output:\n"
-        f"{last_error or '(nothing)'}"
-    )
-
-
-def stop_server(server: Server, timeout: float = 15.0) -> None:
-    """SIGTERM (graceful: lets cProfile write its file), then SIGKILL if it lingers."""
-    process = server.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def rss_bytes(pid: int, field_name: str = "VmRSS") -> int:
-    """VmRSS (or VmHWM) of a process, in bytes."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(rf"^{field_name}:\s+(\d+) kB", status, re.MULTILINE)
-    if match is None:
-        raise BenchError(f"/proc/{pid}/status has no {field_name}; is this Linux?")
-    return int(match.group(1)) * 1024
-
-
-def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """User plus system CPU time of a process (all its threads) or one thread, in seconds."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    try:
-        stat = Path(path).read_text()
-    except OSError:  # the thread ended
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    total = sum(ticks[:8])  # guest time is already counted in user
-    hz = os.sysconf("SC_CLK_TCK")
-    return (total - idle) / hz, total / hz
-
-
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds per thread id of a process."""
-    return {int(t): cpu_seconds(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task")}
-
-
-# -- phases ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Figures:
-    """Everything measured for one server."""
-
-    msgs_per_s: float = 0.0
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    rss_bytes: int = 0
-    peak_rss_bytes: int = 0
-    idle_bytes_per_connection: float = 0.0
-    idle_connections: int = 0
-    sent: int = 0
-    delivered: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    server_cpu_percent: float = 0.0
-    load_cpu_percent: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _split(count: int, parts: int) -> list[int]:
-    return [count // parts + (1 if i < count % parts else 0) for i in range(parts)]
-
-
-def run_idle(server: Server, settings: Settings, figures: Figures) -> None:
-    """Open ``settings.idle`` idle connections and record the server's RSS per connection."""
-    counts = [c for c in _split(settings.idle, settings.procs) if c]
-    jobs = [
-        {
-            "type": "idle",
-            "kind": server.kind,
-            "url": server.url,
-            "index": i,
-            "count": count,
-            "warm": settings.members * 2,
-            "members": settings.members,
-        }
-        for i, count in enumerate(counts)
-    ]
-    with load_processes(jobs) as load:
-        load.expect("warm", 60)
-        time.sleep(0.5)
-        before = rss_bytes(server.process.pid)
-        load.send("go")
-        opened = load.expect("ready", 120)
-        time.sleep(1.0)
-        after = rss_bytes(server.process.pid)
-        load.send("close")
-        load.expect("done", 60)
-    idle = sum(opened) - len(jobs) * settings.members * 2
-    figures.idle_connections = idle
-    figures.idle_bytes_per_connection = (after - before) / idle
-    figures.extra["idle_rss_before"] = before
-    figures.extra["idle_rss_after"] = after
-
-
-def run_throughput(server: Server, settings: Settings, figures: Figures) -> None:
-    """Drive the room workload and record deliveries, latency, RSS and CPU."""
-    per_proc = _split(settings.rooms, settings.procs)
-    jobs, first_room = [], 0
-    for i, count in enumerate(per_proc):
-        if not count:
-            continue
-        rooms = list(range(first_room, first_room + count))
-        jobs.append(
-            {
-                "type": "throughput",
-                "kind": server.kind,
-                "url": server.url,
-                "index": i,
-                "rooms": rooms,
-                "members": settings.members,
-                "first_ident": first_room * settings.members,
-                "window": settings.window,
-                "rate": settings.rate,
-                "blob_bytes": settings.blob_bytes,
-            }
-        )
-        first_room += count
-    pid = server.process.pid
-    with load_processes(jobs) as load:
-        load.expect("ready", 120)
-        start = time.time() + 0.3
-        window_start = start + settings.warmup
-        window_end = window_start + settings.duration
-        load.send((start, window_start, window_end))
-        time.sleep(max(0.0, window_start - time.time()))
-        cpu_start, threads_start, machine_start = cpu_seconds(pid), thread_cpu(pid), machine_cpu()
-        time.sleep(max(0.0, window_end - time.time()))
-        cpu_end, threads_end, machine_end = cpu_seconds(pid), thread_cpu(pid), machine_cpu()
-        results = load.expect("result", 60)
-    latencies: array.array[float] = array.array("d")
-    for r in results:
-        chunk: array.array[float] = array.array("d")
-        chunk.frombytes(r["latencies"])
-        latencies.extend(chunk)
-        figures.sent += r["sent"]
-        for code, n in r["errors"].items():
-            figures.errors[code] = figures.errors.get(code, 0) + n
-    figures.delivered = sum(r["delivered"] for r in results)
-    figures.msgs_per_s = figures.delivered / settings.duration
-    ordered = sorted(latencies)
-    if ordered:
-        figures.p50_ms = ordered[int(0.50 * (len(ordered) - 1))] * 1000
-        figures.p99_ms = ordered[int(0.99 * (len(ordered) - 1))] * 1000
-    figures.server_cpu_percent = 100 * (cpu_end - cpu_start) / settings.duration
-    # The event loop runs on the main thread (tid == pid); the relay's SQLite writer and
-    # readers are the other threads. Their split shows which side is saturated.
-    main_thread = threads_end.get(pid, 0.0) - threads_start.get(pid, 0.0)
-    figures.extra["event_loop_cpu_percent"] = 100 * main_thread / settings.duration
-    figures.extra["other_threads_cpu_percent"] = (
-        100 * (cpu_end - cpu_start - main_thread) / settings.duration
-    )
-    busy, total = (b - a for a, b in zip(machine_start, machine_end, strict=True))
-    figures.extra["machine_busy_percent"] = 100 * busy / total if total else 0.0
-    # CPU the server and the load did not use: other processes (or loopback softirq work
-    # charged to no one). Well above zero means the machine was not ours alone.
-    figures.extra["other_cpu_percent"] = max(
-        0.0,
-        100 * busy / settings.duration
-        - figures.server_cpu_percent
-        - 100 * sum(r["cpu"] for r in results) / settings.duration,
-    )
-    figures.load_cpu_percent = 100 * sum(r["cpu"] for r in results) / settings.duration
-    figures.rss_bytes = rss_bytes(pid)
-    figures.peak_rss_bytes = rss_bytes(pid, "VmHWM")
-    if server.kind == "relay":
-        with contextlib.suppress(OSError):
-            figures.extra["store"] = store_latency(server.http("/metrics").decode())
-
-
-def store_latency(text: str) -> dict[str, dict[str, float]]:
-    """Mean and bucket-bounded p50/p99 per op from ``backchannel_relay_store_latency_seconds``."""
-    buckets: dict[str, list[tuple[float, float]]] = {}
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    name = "backchannel_relay_store_latency_seconds"
-    for line in text.splitlines():
-        if m := re.match(rf'{name}_bucket{{le="([^"]+)",op="([^"]+)"}} (\S+)', line):
-            buckets.setdefault(m.group(2), []).append((float(m.group(1)), float(m.group(3))))
-        elif m := re.match(rf'{name}_sum{{op="([^"]+)"}} (\S+)', line):
-            sums[m.group(1)] = float(m.group(2))
-        elif m := re.match(rf'{name}_count{{op="([^"]+)"}} (\S+)', line):
-            counts[m.group(1)] = float(m.group(2))
-    out = {}
-    for op, count in counts.items():
-        if not count:
-            continue
-
-        def bound(q: float, op: str = op, count: float = count) -> float:
-            for le, cumulative in sorted(buckets.get(op, [])):
-                if cumulative >= q * count:
-                    return le * 1000
-            return float("inf")
-
-        out[op] = {
-            "count": count,
-            "mean_ms": sums.get(op, 0.0) / count * 1000,
-            "p50_le_ms": bound(0.5),
-            "p99_le_ms": bound(0.99),
-        }
-    return out
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -506,23 +204,7 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 
 
-def report(settings: Settings, figures: dict[str, Figures]) -> dict[str, Any]:
-    """Print the table and the target verdicts; return the JSON summary."""
-    print(
-        f"workload: {settings.rooms} rooms x {settings.members} members, every member sending "
-        f"{settings.blob_bytes} B blobs, closed loop with at most {settings.window} own messages "
-        f"in flight per member"
-        + (f", paced at {settings.rate:g}/s per member" if settings.rate else "")
-        + f"; {settings.duration:g} s measured after {settings.warmup:g} s warm-up; "
-        f"{settings.procs} load processes; {os.cpu_count()} CPUs"
-    )
-    print(
-        f"relay: durable SQLite (WAL, synchronous=FULL, group commit); append rate limit "
-        f"raised to {RELAY_RATE_LIMIT}/s (burst {RELAY_RATE_LIMIT}) via "
-        "BACKCHANNEL_RELAY_APPENDS_PER_SECOND / BACKCHANNEL_RELAY_APPEND_BURST"
-    )
-    print()
-    kinds = list(figures)
+def _rows(settings: Settings, postgres: bool) -> list[tuple[str, Callable[[Figures], str]]]:
     rows: list[tuple[str, Callable[[Figures], str]]] = [
         ("delivered msgs/s", lambda f: f"{f.msgs_per_s:,.0f}"),
         ("sends/s", lambda f: f"{f.sent / settings.duration:,.0f}"),
@@ -541,23 +223,98 @@ def report(settings: Settings, figures: dict[str, Figures]) -> dict[str, Any]:
         ("load processes CPU", lambda f: f"{f.load_cpu_percent:.0f}%"),
         ("machine busy (all CPUs)", lambda f: f"{f.extra.get('machine_busy_percent', 0):.0f}%"),
         ("CPU of other processes", lambda f: f"{f.extra.get('other_cpu_percent', 0):.0f}%"),
-        (
-            "idle memory per connection",
-            lambda f: f"{f.idle_bytes_per_connection:,.0f} B ({f.idle_connections} conns)",
-        ),
-        ("refused appends", lambda f: str(sum(f.errors.values()))),
+        ("load average before", lambda f: f"{f.extra.get('loadavg_before', 0.0):.2f}"),
     ]
-    print(f"{'':28}" + "".join(f"{k:>24}" for k in kinds))
-    for label, fmt in rows:
-        print(f"{label:28}" + "".join(f"{fmt(figures[k]):>24}" for k in kinds))
-    store = figures["relay"].extra.get("store") if "relay" in figures else None
-    if store:
+    if postgres:
+        rows[9:9] = [
+            ("PostgreSQL CPU", lambda f: _pct(f.extra.get("postgres_cpu_percent"))),
+            (
+                "entries reads/s (catch-up)",
+                lambda f: _num(f.extra.get("postgres_entry_scans_per_s")),
+            ),
+            ("  per append", lambda f: _num(f.extra.get("postgres_entry_scans_per_append"), 2)),
+        ]
+        rows += [
+            ("cross-node share", lambda f: _pct(_scaled(f.extra.get("cross_node_share"), 100))),
+            ("cross-node p50 / p99", lambda f: _pair(f, "cross_node")),
+            ("same-node p50 / p99", lambda f: _pair(f, "same_node")),
+            ("cross-node max latency", lambda f: _ms(f.extra.get("cross_node_max_ms"))),
+        ]
+    else:
+        rows.append(
+            (
+                "idle memory per connection",
+                lambda f: f"{f.idle_bytes_per_connection:,.0f} B ({f.idle_connections} conns)",
+            )
+        )
+    rows += [
+        ("refused appends", lambda f: str(sum(f.errors.values()))),
+        ("deliveries missing (drain)", lambda f: str(f.extra.get("deliveries_missing", "-"))),
+    ]
+    return rows
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _pair(f: Figures, prefix: str) -> str:
+    p50, p99 = f.extra.get(f"{prefix}_p50_ms"), f.extra.get(f"{prefix}_p99_ms")
+    return "-" if p50 is None or p99 is None else f"{p50:.1f} / {p99:.1f} ms"
+
+
+def _print_table(
+    settings: Settings, figures: dict[str, Figures], headers: dict[str, str], postgres: bool
+) -> None:
+    print(f"{'':28}" + "".join(f"{headers.get(k, k):>22}" for k in figures))
+    for label, fmt in _rows(settings, postgres):
+        print(f"{label:28}" + "".join(f"{fmt(f):>22}" for f in figures.values()))
+    for kind, f in figures.items():
+        store = f.extra.get("store")
+        if not store:
+            continue
         print()
         for op, s in sorted(store.items()):
             print(
-                f"relay store {op:8} n={s['count']:>9,.0f} mean {s['mean_ms']:.2f} ms, "
-                f"p50 <= {s['p50_le_ms']:g} ms, p99 <= {s['p99_le_ms']:g} ms"
+                f"{headers.get(kind, kind)} store {op:8} n={s['count']:>9,.0f} "
+                f"mean {s['mean_ms']:.2f} ms, p50 <= {s['p50_le_ms']:g} ms, "
+                f"p99 <= {s['p99_le_ms']:g} ms"
             )
+
+
+def _describe(settings: Settings) -> None:
+    print(
+        f"workload: {settings.rooms} rooms x {settings.members} members, every member sending "
+        f"{settings.blob_bytes} B blobs, closed loop with at most {settings.window} own messages "
+        f"in flight per member"
+        + (f", paced at {settings.rate:g}/s per member" if settings.rate else "")
+        + f"; {settings.duration:g} s measured after {settings.warmup:g} s warm-up; "
+        f"{settings.procs} load processes; {os.cpu_count()} CPUs"
+    )
+
+
+def report(settings: Settings, figures: dict[str, Figures]) -> dict[str, Any]:
+    """Print the table and the target verdicts; return the JSON summary."""
+    _describe(settings)
+    print(
+        f"relay: durable SQLite (WAL, synchronous=FULL, group commit); append rate limit "
+        f"raised to {RELAY_RATE_LIMIT}/s (burst {RELAY_RATE_LIMIT}) via "
+        "BACKCHANNEL_RELAY_APPENDS_PER_SECOND / BACKCHANNEL_RELAY_APPEND_BURST"
+    )
+    print()
+    _print_table(settings, figures, {}, postgres=False)
     summary: dict[str, Any] = {
         "settings": asdict(settings),
         **{kind: asdict(f) for kind, f in figures.items()},
@@ -593,6 +350,58 @@ def report(settings: Settings, figures: dict[str, Figures]) -> dict[str, Any]:
     return summary
 
 
+def report_postgres(settings: Settings, figures: dict[str, Figures], url: str) -> dict[str, Any]:
+    """The ``--store postgres`` table and ratios; return the JSON summary."""
+    n = settings.nodes
+    cluster = f"postgres_{n}"
+    headers = {
+        "baseline": "baseline",
+        "sqlite": "relay SQLite",
+        "postgres_1": "relay PG 1 node",
+        cluster: f"relay PG {n} nodes",
+    }
+    _describe(settings)
+    print(
+        "relay: SQLite (WAL, synchronous=FULL, group commit) and PostgreSQL at "
+        f"{pg_cluster.redacted(url)} (a fresh schema per phase); append rate limit raised to "
+        f"{RELAY_RATE_LIMIT}/s. With {n} nodes, member i of every room is connected to node "
+        f"i % {n}. Server RSS and CPU are summed over the nodes; PostgreSQL CPU counts every "
+        "postgres process on the machine."
+    )
+    print()
+    _print_table(settings, figures, headers, postgres=True)
+    pairs = [
+        ("postgres_1", "sqlite"),
+        (cluster, "postgres_1"),
+        ("sqlite", "baseline"),
+        ("postgres_1", "baseline"),
+        (cluster, "baseline"),
+    ]
+    ratios: dict[str, dict[str, float | None]] = {}
+    print()
+    for a, b in pairs:
+        if a == b or a not in figures or b not in figures:
+            continue
+        fa, fb = figures[a], figures[b]
+        ratios[f"{a}_vs_{b}"] = r = {
+            "throughput": _ratio(fa.msgs_per_s, fb.msgs_per_s),
+            "p50": _ratio(fa.p50_ms, fb.p50_ms),
+            "p99": _ratio(fa.p99_ms, fb.p99_ms),
+            "rss": _ratio(fa.rss_bytes, fb.rss_bytes),
+        }
+        shown = {k: "n/a" if v is None else f"{v:.2f}x" for k, v in r.items()}
+        print(
+            f"{headers[a] + ' / ' + headers[b]:36} throughput {shown['throughput']:>7}, "
+            f"p50 {shown['p50']:>7}, p99 {shown['p99']:>7}, RSS {shown['rss']:>7}"
+        )
+    return {
+        "settings": asdict(settings),
+        "postgres_url": pg_cluster.redacted(url),
+        **{kind: asdict(f) for kind, f in figures.items()},
+        "ratios": ratios,
+    }
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -613,23 +422,99 @@ def _sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
 
 
+def _busy_before() -> float:
+    """How busy the machine is (percent of all CPUs, over one second); warn when it is."""
+    busy_start = machine_cpu()
+    time.sleep(1.0)
+    busy_end = machine_cpu()
+    busy = 100 * (busy_end[0] - busy_start[0]) / max(1e-9, busy_end[1] - busy_start[1])
+    if busy > 20:
+        print(
+            f"warning: the machine was {busy:.0f}% busy before the benchmark started; "
+            "other processes will skew the figures",
+            file=sys.stderr,
+        )
+    return busy
+
+
+def _phase(label: str, figures: Figures) -> None:
+    """Say which phase starts, and note the load average (others may share the machine)."""
+    load1 = os.getloadavg()[0]
+    figures.extra.setdefault("loadavg_before", load1)
+    print(f"[{label}] (load average {load1:.2f}) ...", file=sys.stderr, flush=True)
+
+
+def main_postgres(settings: Settings, args: argparse.Namespace) -> int:
+    """``--store postgres``: baseline, SQLite, PostgreSQL with 1 and with N nodes."""
+    url = pg_cluster.postgres_url()
+    why = pg_cluster.unreachable(url)
+    if why is not None:
+        reason = (
+            f"PostgreSQL is not reachable at {pg_cluster.redacted(url)} ({why}); start it or "
+            f"point ${pg_cluster.ENV_VAR} at one"
+        )
+        print(f"skipped: {reason}", file=sys.stderr)
+        print(json.dumps({"skipped": True, "reason": reason, "store": "postgres"}))
+        return 0
+    busy_before = _busy_before()
+    phases: dict[str, tuple[str, int]] = {  # label: (store, nodes)
+        "baseline": ("", 1),
+        "sqlite": ("sqlite", 1),
+        "postgres_1": ("postgres", 1),
+        f"postgres_{settings.nodes}": ("postgres", settings.nodes),
+    }
+    figures = {label: Figures() for label in phases}
+    servers: list[Server] = []
+    began = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bc-bench-") as tmp:
+            workdir = Path(tmp)
+            for label, (store, nodes) in phases.items():
+                _phase(f"{label}: throughput", figures[label])
+                kind = "baseline" if not store else "relay"
+                with contextlib.ExitStack() as stack:
+                    database_url = None
+                    if store == "postgres":
+                        database_url = stack.enter_context(pg_cluster.fresh_schema(url, label))
+                    nodes_up = [
+                        start_server(
+                            kind,
+                            workdir,
+                            servers,
+                            data_parent=args.data_dir,
+                            profile=None,
+                            database_url=database_url,
+                        )
+                        for _ in range(nodes)
+                    ]
+                    try:
+                        run_throughput(nodes_up, settings, figures[label], postgres=database_url)
+                    finally:
+                        for server in nodes_up:  # before the schema is dropped
+                            stop_server(server)
+    except (BenchError, ProcError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for server in servers:
+            stop_server(server)
+    print(f"[done in {time.monotonic() - began:.1f} s]", file=sys.stderr)
+    summary = report_postgres(settings, figures, url)
+    summary["machine_busy_before_percent"] = round(busy_before, 1)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     settings, args = parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     # Servers and load processes each hold one end of every connection, plus slack.
     raise_fd_limit(2 * max(settings.idle, settings.rooms * settings.members) + 1024)
+    if settings.store == "postgres":
+        return main_postgres(settings, args)
     kinds = [args.only] if args.only else ["relay", "baseline"]
     # The figures mean little if something else is using the CPUs: say so up front.
-    busy_start = machine_cpu()
-    time.sleep(1.0)
-    busy_end = machine_cpu()
-    busy_before = 100 * (busy_end[0] - busy_start[0]) / max(1e-9, busy_end[1] - busy_start[1])
-    if busy_before > 20:
-        print(
-            f"warning: the machine was {busy_before:.0f}% busy before the benchmark started; "
-            "other processes will skew the figures",
-            file=sys.stderr,
-        )
+    busy_before = _busy_before()
     servers: list[Server] = []
     figures = {kind: Figures() for kind in kinds}
     began = time.monotonic()
@@ -638,20 +523,20 @@ def main(argv: list[str] | None = None) -> int:
             workdir = Path(tmp)
             for kind in kinds:
                 # A fresh server per phase: one phase's leftovers never skew the other.
-                print(f"[{kind}] idle connections ...", file=sys.stderr, flush=True)
+                _phase(f"{kind}: idle connections", figures[kind])
                 server = start_server(
                     kind, workdir, servers, data_parent=args.data_dir, profile=None
                 )
                 run_idle(server, settings, figures[kind])
                 stop_server(server)
-                print(f"[{kind}] throughput ...", file=sys.stderr, flush=True)
+                _phase(f"{kind}: throughput", figures[kind])
                 profile = args.profile_relay if kind == "relay" else None
                 server = start_server(
                     kind, workdir, servers, data_parent=args.data_dir, profile=profile
                 )
-                run_throughput(server, settings, figures[kind])
+                run_throughput([server], settings, figures[kind])
                 stop_server(server)
-    except BenchError as exc:
+    except (BenchError, ProcError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
