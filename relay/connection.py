@@ -99,6 +99,8 @@ class Connection:
         self._room.set()
         self._closing = False
         self._sending = False  # the writer task is between taking a frame and writing it
+        self._held: list[bytes] | None = None  # frames collected by hold()
+        self._held_bytes = 0
         # Frames usually go straight to the transport: waking a writer task for every
         # push cost more CPU than writing the frame. The task only drains the queue
         # that builds up while the socket is backed up.
@@ -139,12 +141,16 @@ class Connection:
         subscriber)."""
         if self.closing:
             return False
-        if not force and self._queued_bytes + len(data) > self._queue_limit:
+        if not force and self._queued_bytes + self._held_bytes + len(data) > self._queue_limit:
             self._metrics.disconnects["slow_consumer"] += 1
             self.close_soon(
                 CLOSE_SLOW_CONSUMER, "slow_consumer: reconnect and resume from your cursor"
             )
             return False
+        if self._held is not None:
+            self._held.append(data)
+            self._held_bytes += len(data)
+            return True
         transport = self._transport
         if (
             transport is not None
@@ -156,12 +162,44 @@ class Connection:
             transport.write(_binary_frame_header(len(data)) + data)
             self._metrics.sent_bytes += len(data)
             return True
+        self._enqueue(data)
+        return True
+
+    def hold(self) -> None:
+        """Collect frames instead of writing them, until :meth:`release_held`.
+
+        The hub holds every connection it pushes to while it fans out one committed
+        batch, so each connection gets its share in one socket write, not one per
+        frame (a group commit of a hundred appends gives a busy member several)."""
+        if self._held is None:
+            self._held = []
+
+    def release_held(self) -> None:
+        """Write the frames collected since :meth:`hold`, in order."""
+        held, self._held = self._held, None
+        self._held_bytes = 0
+        if not held or self.closing:
+            return
+        transport = self._transport
+        if (
+            transport is not None
+            and not self._queue
+            and not self._sending
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < _DIRECT_WRITE_BELOW
+        ):
+            transport.write(b"".join(_binary_frame_header(len(d)) + d for d in held))
+            self._metrics.sent_bytes += sum(len(d) for d in held)
+            return
+        for data in held:
+            self._enqueue(data)
+
+    def _enqueue(self, data: bytes) -> None:
         self._queue.append(data)
         self._queued_bytes += len(data)
         if self._queued_bytes >= self._queue_limit:
             self._room.clear()
         self._wakeup.set()
-        return True
 
     async def wait_for_room(self) -> None:
         """Wait until the send queue is below its limit (backlog backpressure)."""

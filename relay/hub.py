@@ -193,14 +193,24 @@ class Hub:
                 del self._subs[sub.mailbox]
 
     def publish(self, appended: Sequence[Appended]) -> None:
-        for entry in appended:
-            subs = self._subs.get(entry.mailbox)
-            if not subs:
-                continue
-            # Every subscriber gets the same bytes: encode the push once.
-            frame = push_frame(entry.mailbox, entry.seq, entry.blob)
-            for sub in tuple(subs):
-                sub.offer(entry.seq, entry.blob, frame)
+        held: dict[int, Connection] = {}
+        try:
+            for entry in appended:
+                subs = self._subs.get(entry.mailbox)
+                if not subs:
+                    continue
+                # Every subscriber gets the same bytes: encode the push once.
+                frame = push_frame(entry.mailbox, entry.seq, entry.blob)
+                for sub in tuple(subs):
+                    conn = sub.conn
+                    if id(conn) not in held:
+                        conn.hold()
+                        held[id(conn)] = conn
+                    sub.offer(entry.seq, entry.blob, frame)
+        finally:
+            # One write per connection for the whole batch.
+            for conn in held.values():
+                conn.release_held()
 
     def hinted(self, mailbox: bytes, seq: int) -> None:
         for sub in tuple(self._subs.get(mailbox, ())):
