@@ -1,13 +1,21 @@
-"""Every entry of the nine part-1 vector files is its own test case, and none is skipped.
+"""Every entry of the sixteen vector files is its own test case, and none is skipped.
 
-The MLS part-1 proof (RFC 9420 test vectors, ``shared/specs/mls-test-vectors.md``)
-asks for each entry of tree-math, crypto-basics, secret-tree, key-schedule,
-psk_secret, transcript-hashes, message-protection, messages and deserialization to
-be a test case of its own: 450 entries in the shared vectors, all seven RFC suites.
-This module checks that claim against what the vector test modules really do:
+The MLS proofs (RFC 9420 test vectors, ``shared/specs/mls-test-vectors.md``) ask for
+each entry of the vector files to be a test case of its own, all seven RFC suites:
+
+* part 1, nine files, 450 entries: tree-math, crypto-basics, secret-tree,
+  key-schedule, psk_secret, transcript-hashes, message-protection, messages and
+  deserialization;
+* part 2, seven files, 335 entries: tree-operations, tree-validation, treekem,
+  welcome, passive-client-welcome, passive-client-handling-commit and
+  passive-client-random;
+
+785 entries in all. This module checks that claim against what the vector test
+modules really do:
 
 * each module loads its file through :func:`tests.vectors.load_vectors` (which skips
-  without vectors, or fails under ``BACKCHANNEL_REQUIRE_VECTORS=1``);
+  without vectors, or fails under ``BACKCHANNEL_REQUIRE_VECTORS=1``), directly or
+  through a module-level helper that passes its argument on to ``load_vectors``;
 * each of the module's per-entry tests (listed in :data:`PER_ENTRY_TESTS`) is
   parametrised with exactly the file's entries, in file order, once each, with unique
   ids and no marks;
@@ -67,6 +75,17 @@ PER_ENTRY_TESTS: dict[str, tuple[str, tuple[str, ...]]] = {
         "tests.mls.test_deserialization",
         ("test_vlbytes_header", "test_vlbytes_header_with_body"),
     ),
+    # Part 2.
+    "tree-operations": ("tests.mls.test_tree_operations", ("test_tree_operations_vector",)),
+    "tree-validation": ("tests.mls.test_tree_validation", ("test_tree_validation_vector",)),
+    "treekem": ("tests.mls.test_treekem", ("test_treekem_vector",)),
+    "welcome": ("tests.mls.test_welcome", ("test_welcome_vector",)),
+    "passive-client-welcome": ("tests.mls.test_passive_client", ("test_passive_client_welcome",)),
+    "passive-client-handling-commit": (
+        "tests.mls.test_passive_client",
+        ("test_passive_client_handling_commit",),
+    ),
+    "passive-client-random": ("tests.mls.test_passive_client", ("test_passive_client_random",)),
 }
 
 #: Entries per file in the official vectors (shared/mls-test-vectors).
@@ -80,9 +99,19 @@ EXPECTED_ENTRIES = {
     "message-protection": 7,
     "messages": 300,
     "deserialization": 14,
+    "tree-operations": 5,
+    "tree-validation": 98,
+    "treekem": 77,
+    "welcome": 7,
+    "passive-client-welcome": 56,
+    "passive-client-handling-commit": 91,
+    "passive-client-random": 1,
 }
 
 FILES = list(PER_ENTRY_TESTS)
+PART_1 = FILES[:9]
+PART_2 = FILES[9:]
+#: Files with entries for each of the seven RFC suites.
 SUITE_FILES = [
     "crypto-basics",
     "secret-tree",
@@ -90,7 +119,14 @@ SUITE_FILES = [
     "psk_secret",
     "transcript-hashes",
     "message-protection",
+    "tree-validation",
+    "treekem",
+    "welcome",
+    "passive-client-welcome",
+    "passive-client-handling-commit",
 ]
+#: Files whose entries are all for suite 1 (as published).
+SUITE_1_FILES = ["tree-operations", "passive-client-random"]
 
 # Loading here skips this module when the vectors are absent (or fails it in CI).
 ENTRIES: dict[str, list[dict[str, Any]]] = {name: load_vectors(name) for name in FILES}
@@ -151,9 +187,41 @@ def _collected() -> Counter[str]:
     return counts
 
 
-def test_the_shared_vectors_hold_450_entries() -> None:
+def test_the_shared_vectors_hold_450_entries_in_part_1() -> None:
+    assert {name: len(ENTRIES[name]) for name in PART_1} == {
+        name: EXPECTED_ENTRIES[name] for name in PART_1
+    }
+    assert sum(len(ENTRIES[name]) for name in PART_1) == 450
+
+
+def test_the_shared_vectors_hold_335_entries_in_part_2() -> None:
+    assert PART_2 == [
+        "tree-operations",
+        "tree-validation",
+        "treekem",
+        "welcome",
+        "passive-client-welcome",
+        "passive-client-handling-commit",
+        "passive-client-random",
+    ]
+    assert {name: len(ENTRIES[name]) for name in PART_2} == {
+        name: EXPECTED_ENTRIES[name] for name in PART_2
+    }
+    assert sum(len(ENTRIES[name]) for name in PART_2) == 335
+
+
+def test_the_grand_total_is_785_entries_over_all_seven_suites() -> None:
     assert {name: len(entries) for name, entries in ENTRIES.items()} == EXPECTED_ENTRIES
-    assert sum(len(entries) for entries in ENTRIES.values()) == 450
+    assert sum(len(entries) for entries in ENTRIES.values()) == 785
+    # Both parts, all seven RFC suites (tree-math, messages and deserialization name none).
+    for part in (PART_1, PART_2):
+        suites = {
+            entry["cipher_suite"]
+            for name in part
+            for entry in ENTRIES[name]
+            if "cipher_suite" in entry
+        }
+        assert suites == set(range(1, 8))
 
 
 @pytest.mark.parametrize("file", SUITE_FILES)
@@ -164,21 +232,51 @@ def test_every_suite_in_the_vectors_is_implemented(file: str) -> None:
         assert int(get_cipher_suite(suite).suite) == suite
 
 
+@pytest.mark.parametrize("file", SUITE_1_FILES)
+def test_suite_1_only_files_are_suite_1(file: str) -> None:
+    assert {entry["cipher_suite"] for entry in ENTRIES[file]} == {1}
+
+
+def _string_args(call: ast.Call) -> set[str]:
+    first = call.args[0] if call.args else None
+    return (
+        {first.value} if isinstance(first, ast.Constant) and isinstance(first.value, str) else set()
+    )
+
+
+def _files_loaded(tree: ast.Module) -> set[str]:
+    """Vector names a module loads: ``load_vectors("x")``, or ``helper("x")`` where a
+    module-level ``def helper(name)`` calls ``load_vectors(name)``."""
+    helpers = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.args.args:
+            first = node.args.args[0].arg
+            if any(
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name)
+                and call.func.id == "load_vectors"
+                and call.args
+                and isinstance(call.args[0], ast.Name)
+                and call.args[0].id == first
+                for call in ast.walk(node)
+            ):
+                helpers.add(node.name)
+    loaders = {"load_vectors"} | helpers
+    return {
+        name
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id in loaders
+        for name in _string_args(call)
+    }
+
+
 @pytest.mark.parametrize("file", FILES)
 def test_module_loads_its_file_through_load_vectors(file: str) -> None:
     module = importlib.import_module(PER_ENTRY_TESTS[file][0])
     assert getattr(module, "load_vectors", None) is vectors.load_vectors
-    tree = ast.parse(inspect.getsource(module))
-    loaded = {
-        node.args[0].value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id == "load_vectors"
-        and node.args
-        and isinstance(node.args[0], ast.Constant)
-    }
-    assert file in loaded
+    assert file in _files_loaded(ast.parse(inspect.getsource(module)))
 
 
 @pytest.mark.parametrize("file", FILES)
