@@ -21,6 +21,7 @@ __all__ = [
     "ApplicationMessage",
     "CommitApplied",
     "CommitEvent",
+    "CommittedProposal",
     "Event",
     "MemberInfo",
     "OwnMessage",
@@ -117,6 +118,20 @@ class CommitEvent(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CommittedProposal:
+    """One proposal of a received commit, in commit order, with who proposed it."""
+
+    #: The proposer as on the wire (the committer for proposals inline in the commit).
+    sender: Sender
+    #: The proposing member as the current epoch's tree says, for member senders.
+    proposer: MemberInfo | None
+    #: The proposal.
+    proposal: Proposal
+    #: True if the commit carried it by reference (it was sent as its own message).
+    by_reference: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StagedCommit(CommitEvent):
     """A verified commit from another member, not yet applied.
 
@@ -126,6 +141,10 @@ class StagedCommit(CommitEvent):
 
     #: The epoch the commit was sent in (the group must still be there to merge).
     base_epoch: int = 0
+    #: The commit's proposals in commit order, with their proposers (for access control).
+    proposals: tuple[CommittedProposal, ...] = ()
+    #: True if the commit carries an UpdatePath (the committer refreshed its own leaf).
+    with_path: bool = False
     _next: object = field(default=None, repr=False, compare=False)
 
 

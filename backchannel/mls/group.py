@@ -111,11 +111,12 @@ class CommitResult:
 class Group:
     """One member's state of one MLS group. See the module docstring for the flow."""
 
-    __slots__ = ("_state",)
+    __slots__ = ("_state", "_welcome_signer")
 
     def __init__(self, state: GroupState) -> None:
         """Internal: use :meth:`create`, :meth:`join`, :meth:`join_external` or :meth:`from_bytes`."""
         self._state = state
+        self._welcome_signer: int | None = None
 
     def __repr__(self) -> str:
         ctx = self._state.epoch.context
@@ -239,7 +240,9 @@ class Group:
             config or GroupConfig(), bundle.signature_private_key, epoch, joined.secrets
         )
         state.external_psks = tuple(sorted(external.items()))
-        return cls(state)
+        group = cls(state)
+        group._welcome_signer = joined.signer
+        return group
 
     @classmethod
     def join_external(
@@ -332,6 +335,20 @@ class Group:
     def epoch_authenticator(self) -> bytes:
         """The epoch authenticator (§8.7): equal for all members iff they agree on the epoch."""
         return self._state.epoch.secrets.epoch_authenticator
+
+    @property
+    def welcome_signer(self) -> MemberInfo | None:
+        """Who signed the GroupInfo of the Welcome this group was joined from (the inviter).
+
+        Set only on the object :meth:`join` returns (not saved by :meth:`to_bytes`).
+        """
+        index = self._welcome_signer
+        if index is None:
+            return None
+        leaf = self._state.epoch.tree.leaf_node(index)
+        if leaf is None:
+            return None
+        return MemberInfo(index, leaf.credential, bytes(leaf.signature_key))
 
     @property
     def pending_commit(self) -> CommitResult | None:

@@ -12,7 +12,15 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .commit import CommitBase, CreatedCommit, NextEpoch, PskResolver, apply_proposals, stage_commit
+from .commit import (
+    CommitBase,
+    CreatedCommit,
+    NextEpoch,
+    PskResolver,
+    apply_proposals,
+    resolve_proposals,
+    stage_commit,
+)
 from .crypto.hpke import HPKEPrivateKey
 from .crypto.labels import make_proposal_ref
 from .crypto.suites import CipherSuiteImpl
@@ -20,6 +28,7 @@ from .errors import DecodeError, UsageError, ValidationError
 from .events import (
     ApplicationMessage,
     CommitApplied,
+    CommittedProposal,
     Event,
     MemberInfo,
     OwnMessage,
@@ -544,8 +553,23 @@ def _stage(state: GroupState, auth: AuthenticatedContent) -> StagedCommit:
         used_key_packages=frozenset(state.used_key_packages),
     )
     kwargs = nxt.summary_kwargs(me)
+    commit = auth.content.content
+    assert isinstance(commit, Commit)
+    proposals: list[CommittedProposal] = []
+    for entry in resolve_proposals(commit.proposals, auth.content.sender, cache):
+        member: MemberInfo | None = None
+        index = entry.sender.index
+        if entry.sender.sender_type is SenderType.MEMBER and index is not None:
+            leaf = e.tree.leaf_node(index)
+            if leaf is not None:
+                member = MemberInfo(index, leaf.credential, bytes(leaf.signature_key))
+        proposals.append(
+            CommittedProposal(entry.sender, member, entry.proposal, entry.ref is not None)
+        )
     return StagedCommit(
         **kwargs,  # type: ignore[arg-type]
         base_epoch=e.context.epoch,
+        proposals=tuple(proposals),
+        with_path=commit.path is not None,
         _next=_Staged(state, e.context.epoch, nxt),
     )

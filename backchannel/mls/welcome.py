@@ -187,6 +187,8 @@ class JoinedEpoch:
     confirmation_tag: bytes
     #: PSK ids the Welcome named (e.g. a reinit or branch resumption PSK).
     psks: tuple[PreSharedKeyID, ...]
+    #: Leaf index of the member who signed the GroupInfo (the inviting committer).
+    signer: int = 0
 
 
 def _tree_for(group_info: GroupInfo, ratchet_tree: RatchetTree | None) -> RatchetTree:
@@ -336,6 +338,7 @@ def open_welcome(
         interim,
         group_info.confirmation_tag,
         opened.group_secrets.psks,
+        group_info.signer,
     )
 
 

@@ -76,6 +76,7 @@ from .policy import (
     policy_extension,
     policy_from_extensions,
 )
+from .room import OutgoingCommit, Room, RoomMember
 from .safety import (
     SafetyNumber,
     Verification,
@@ -113,6 +114,7 @@ __all__ = [
     "JoinRequestInvalid",
     "JoinRequestReplayed",
     "OtherProposal",
+    "OutgoingCommit",
     "PaddingError",
     "PolicyDecodeError",
     "PolicyViolation",
@@ -121,8 +123,10 @@ __all__ = [
     "Reinit",
     "RemoveMember",
     "Role",
+    "Room",
     "RoomDecodeError",
     "RoomError",
+    "RoomMember",
     "RoomPolicy",
     "SafetyNumber",
     "SafetyNumberError",

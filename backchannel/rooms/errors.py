@@ -17,11 +17,13 @@ __all__ = [
     "InviteVersionUnsupported",
     "JoinRequestInvalid",
     "JoinRequestReplayed",
+    "MessageRejected",
     "PaddingError",
     "PolicyDecodeError",
     "PolicyViolation",
     "RoomDecodeError",
     "RoomError",
+    "RoomStateError",
     "SafetyNumberError",
 ]
 
@@ -59,6 +61,15 @@ class FileIntegrityError(RoomError):
 
 class PolicyViolation(RoomError):
     """A well-formed commit or post breaks the room policy; every member rejects it alike."""
+
+
+class MessageRejected(RoomError):
+    """An MLS message for the room could not be processed (forged, replayed, for an epoch
+    this member does not have, or after this member left); the room state is unchanged."""
+
+
+class RoomStateError(RoomError):
+    """The room cannot do this now (a commit is pending, or this member is no longer in it)."""
 
 
 # --- Invites ----------------------------------------------------------------------------

@@ -1,0 +1,629 @@
+"""A dialogue room: one member's MLS group plus the room policy, sans-IO.
+
+Theory of operation: :class:`Room` wraps a :class:`backchannel.mls.Group` whose
+GroupContext carries the signed room policy (extension ``0xFBC1``, listed in
+``required_capabilities`` so only policy-enforcing clients can join). Methods
+return bytes to send and lists of :mod:`~.events`; nothing here does I/O or
+reads a clock (``now`` is Unix seconds, passed in).
+
+*Stage, then merge.* A received commit is staged by MLS, mapped proposal by
+proposal onto :class:`~.policy.ProposedChange` values (with each proposer's
+identity) and checked with :func:`~.policy.evaluate_commit`. A commit that breaks
+the policy is not merged: the state stays byte-for-byte unchanged and the caller
+gets :class:`~.events.CommitRejected`. Every member reaches the same verdict.
+
+Own changes (:meth:`Room.add_members`, :meth:`Room.remove_members`,
+:meth:`Room.change_policy`, :meth:`Room.self_update`,
+:meth:`Room.commit_proposals`) are checked locally first and become a pending
+commit for epoch :attr:`Room.epoch`; the caller offers it to the relay (which
+accepts one commit per epoch) and calls :meth:`Room.confirm_pending` or
+:meth:`Room.discard_pending` with the outcome.
+
+Application content: observers' content is dropped, so is a second message with
+the same ``(sender, id)``, and edits, deletes and file chunks whose target was not
+sent by the same sender (docs/room-protocol.md §5, §9). The window of seen message
+ids is bounded (:data:`SEEN_WINDOW`); an edit of a message older than the window
+is dropped.
+
+Example::
+
+    kp = Room.key_package(suite, BasicCredential(b"bob"), bob_key, now=now)
+    out = alice.add_members([kp.key_package.to_bytes()], now=now)
+    alice.confirm_pending()                        # the relay accepted out.commit
+    bob = Room.join(out.welcome, kp, now=now)
+    wire = bob.send(Text(new_message_id(), now * 1000, "hello"), now=now)
+    events = alice.receive(wire, now=now)          # [MessageReceived(...)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from backchannel.mls.credentials import BasicCredential
+from backchannel.mls.crypto.signatures import SignaturePrivateKey
+from backchannel.mls.errors import MLSError
+from backchannel.mls.events import (
+    ApplicationMessage,
+    MemberInfo,
+    OwnMessage,
+    ProposalReceived,
+    StagedCommit,
+)
+from backchannel.mls.extensions import (
+    Extension,
+    ExtensionType,
+)
+from backchannel.mls.group import Group
+from backchannel.mls.key_package_ops import (
+    KeyPackageBundle,
+    KeyPackageIn,
+)
+
+from .content import Content, Delete, Edit, FileChunk, decode_content, encode_content
+from .errors import (
+    ContentDecodeError,
+    MessageRejected,
+    PolicyDecodeError,
+    PolicyViolation,
+    RoomDecodeError,
+    RoomStateError,
+)
+from .events import (
+    CommitRejected,
+    ContentDropped,
+    MembersChanged,
+    MessageReceived,
+    PolicyChanged,
+    ProposalQueued,
+    RemovedFromRoom,
+    RoomEvent,
+)
+from .mls_mapping import (
+    identity_of,
+    keeps_required_capabilities,
+    proposal_change,
+    require_identity,
+    required_capabilities,
+    room_capabilities,
+    staged_changes,
+)
+from .policy import (
+    ROOM_POLICY_EXTENSION_TYPE,
+    AddMember,
+    ChangePolicy,
+    JoinApproval,
+    ProposedChange,
+    Reinit,
+    RemoveMember,
+    Role,
+    RoomPolicy,
+    UpdateMember,
+    check_inviter,
+    check_post,
+    evaluate_commit,
+    may_post,
+    policy_extension,
+    policy_from_extensions,
+)
+from .state import decode_room_state, encode_room_state
+
+__all__ = ["SEEN_WINDOW", "OutgoingCommit", "Room", "RoomMember"]
+
+#: How many ``(sender, message id)`` pairs a room remembers for dedupe and same-sender rules.
+SEEN_WINDOW: Final = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingCommit:
+    """An own commit waiting for the relay; offer ``commit`` for epoch ``epoch``."""
+
+    #: The epoch the commit is for (the relay's compare-and-set value).
+    epoch: int
+    #: The commit, to append to the room's mailbox.
+    commit: bytes = field(repr=False)
+    #: The Welcome for added members (it carries the ratchet tree), or None.
+    welcome: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMember:
+    """A member of the room as the current epoch's tree and policy say."""
+
+    #: The member id (MLS credential identity).
+    member_id: bytes
+    #: The member's role under the current policy.
+    role: Role
+    #: The member's leaf index (not an identity: reused after removals).
+    leaf_index: int
+    #: The member's signature public key, for safety numbers.
+    signature_key: bytes
+
+
+class Room:
+    """One member's view of one dialogue room. See the module docstring for the flow."""
+
+    __slots__ = ("_group", "_policy", "_proposals", "_seen")
+
+    def __init__(
+        self,
+        group: Group,
+        seen: Iterable[tuple[bytes, bytes]] = (),
+        proposals: Iterable[ProposedChange] = (),
+    ) -> None:
+        """Internal: use :meth:`create`, :meth:`join` or :meth:`from_bytes`."""
+        self._group = group
+        try:
+            self._policy = policy_from_extensions(group.extensions)
+        except PolicyDecodeError:
+            raise PolicyViolation("The group carries no valid room policy.") from None
+        #: Insertion-ordered ``(sender, message id)`` window.
+        self._seen: dict[tuple[bytes, bytes], None] = dict.fromkeys(seen)
+        #: Proposals received (or sent) in the current epoch, as the policy sees them.
+        self._proposals: list[ProposedChange] = list(proposals)
+
+    def __repr__(self) -> str:
+        return f"Room(epoch={self.epoch}, members={len(self._group.members())})"
+
+    # --- creating and joining ---------------------------------------------------------
+
+    @staticmethod
+    def key_package(
+        suite: int,
+        credential: BasicCredential,
+        signature_key: SignaturePrivateKey,
+        *,
+        now: int,
+    ) -> KeyPackageBundle:
+        """A KeyPackage that rooms accept (it lists the policy extension); publish it once."""
+        return Group.make_key_package(
+            suite,
+            credential,
+            signature_key,
+            now=now,
+            capabilities=room_capabilities(suite),
+        )
+
+    @classmethod
+    def create(
+        cls,
+        suite: int,
+        credential: BasicCredential,
+        signature_key: SignaturePrivateKey,
+        *,
+        title: str,
+        now: int,
+        approval: JoinApproval = JoinApproval.MANUAL,
+        retention_seconds: int = 0,
+        chatham_house: bool = False,
+        default_role: Role = Role.PARTICIPANT,
+    ) -> Room:
+        """A new room with its creator as the only member and facilitator (epoch 0).
+
+        Raises:
+            PolicyViolation: the credential is not a usable identity.
+            ValueError, TypeError: the title or a rule cannot be encoded.
+        """
+        me = require_identity(credential)
+        policy = RoomPolicy.create(
+            title,
+            [me],
+            default_role=default_role,
+            approval=approval,
+            retention_seconds=retention_seconds,
+            chatham_house=chatham_house,
+        )
+        group = Group.create(
+            suite,
+            credential,
+            signature_key,
+            now=now,
+            extensions=[required_capabilities(), policy_extension(policy)],
+            capabilities=room_capabilities(suite),
+        )
+        return cls(group)
+
+    @classmethod
+    def join(
+        cls,
+        welcome: bytes,
+        bundle: KeyPackageBundle,
+        *,
+        now: int,
+        ratchet_tree: bytes | None = None,
+        expected_inviter: bytes | None = None,
+    ) -> Room:
+        """Join from a Welcome made for ``bundle`` (from :meth:`key_package`).
+
+        Checks that the room carries a valid policy and requires it of every member,
+        that the Welcome's GroupInfo was signed by a facilitator of that policy, and,
+        if ``expected_inviter`` is given (e.g. from the invite), that it was that member.
+
+        Raises:
+            MessageRejected: the Welcome is not valid MLS for this key package.
+            PolicyViolation: valid MLS, but not a room this client may join.
+        """
+        try:
+            group = Group.join(welcome, bundle, now=now, ratchet_tree=ratchet_tree)
+        except MLSError as exc:
+            raise MessageRejected(f"The invitation could not be opened: {exc}") from None
+        if not keeps_required_capabilities(group.extensions):
+            raise PolicyViolation("The group does not require the room policy of its members.")
+        room = cls(group)
+        signer = group.welcome_signer
+        inviter = None if signer is None else identity_of(signer.credential)
+        if inviter is None:
+            raise PolicyViolation("The invitation's signer is not a room member.")
+        check_inviter(room._policy, inviter)
+        if expected_inviter is not None and inviter != expected_inviter:
+            raise PolicyViolation("The invitation was signed by someone other than the inviter.")
+        return room
+
+    # --- reading the state ------------------------------------------------------------
+
+    @property
+    def policy(self) -> RoomPolicy:
+        """The policy of the current epoch."""
+        return self._policy
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch: own commits are offered to the relay for this epoch."""
+        return self._group.epoch
+
+    @property
+    def group_id(self) -> bytes:
+        """The MLS group id."""
+        return self._group.group_id
+
+    @property
+    def member_id(self) -> bytes:
+        """This member's id."""
+        return self._member_ids()[self._group.own_leaf_index]
+
+    @property
+    def active(self) -> bool:
+        """False once this member was removed."""
+        return self._group.active
+
+    @property
+    def pending(self) -> OutgoingCommit | None:
+        """The own commit waiting for the relay's verdict, if any."""
+        p = self._group.pending_commit
+        return None if p is None else OutgoingCommit(self.epoch, p.commit, p.welcome)
+
+    def epoch_authenticator(self) -> bytes:
+        """Equal for all members iff they agree on the epoch (compare out of band)."""
+        return self._group.epoch_authenticator
+
+    def members(self) -> list[RoomMember]:
+        """The current members with their roles, by leaf index."""
+        out = []
+        for m in self._group.members():
+            identity = identity_of(m.credential)
+            if identity is not None:
+                role = self._policy.role_of(identity)
+                out.append(RoomMember(identity, role, m.leaf_index, m.signature_key))
+        return out
+
+    def _member_ids(self) -> dict[int, bytes]:
+        return {m.leaf_index: identity_of(m.credential) or b"" for m in self._group.members()}
+
+    def _leaf_of(self, member_id: bytes) -> int | None:
+        for leaf, identity in self._member_ids().items():
+            if identity == member_id:
+                return leaf
+        return None
+
+    # --- own commits ------------------------------------------------------------------
+
+    def _check_can_commit(self) -> None:
+        if not self._group.active:
+            raise RoomStateError("You are no longer a member of this room.")
+        if self._group.pending_commit is not None:
+            raise RoomStateError(
+                "A change is already waiting for the relay; confirm or discard it."
+            )
+
+    def _cached_changes(self) -> list[ProposedChange]:
+        """Queued proposals a commit of ours would include (as MLS selects them)."""
+        me = self.member_id
+        return [
+            c
+            for c in self._proposals
+            if not (isinstance(c, RemoveMember) and c.member == me)
+            and not (isinstance(c, UpdateMember) and c.member == me)
+            and not isinstance(c, Reinit)
+        ]
+
+    def _commit(
+        self,
+        inline: list[ProposedChange],
+        *,
+        now: int,
+        add: Sequence[bytes] = (),
+        remove: Sequence[int] = (),
+        extensions: Sequence[Extension] | None = None,
+        proposals_only: bool = False,
+    ) -> OutgoingCommit:
+        self._check_can_commit()
+        me = self.member_id
+        members = set(self._member_ids().values())
+        cached = self._cached_changes()
+        own = [*inline, UpdateMember(me)]
+        include = bool(cached)
+        if include:
+            try:
+                evaluate_commit(self._policy, committer=me, members=members, changes=cached + own)
+            except PolicyViolation:
+                if proposals_only:
+                    raise
+                include = False
+        if not include:
+            evaluate_commit(self._policy, committer=me, members=members, changes=own)
+        try:
+            result = self._group.commit(
+                add=add,
+                remove=remove,
+                extensions=extensions,
+                include_proposals=include,
+                path=True,
+                now=now,
+            )
+        except MLSError as exc:
+            raise PolicyViolation(f"MLS refused the change: {exc}") from None
+        return OutgoingCommit(self.epoch, result.commit, result.welcome)
+
+    def add_members(self, key_packages: Sequence[bytes], *, now: int) -> OutgoingCommit:
+        """Commit adding the owners of ``key_packages`` (facilitators only).
+
+        Raises:
+            PolicyViolation: not a facilitator, an identity already present, or a
+                KeyPackage MLS refuses (e.g. one that does not support the policy).
+            RoomStateError: a commit is pending, or this member left.
+        """
+        me = self.member_id
+        inline: list[ProposedChange] = []
+        for kp in key_packages:
+            try:
+                credential = KeyPackageIn.from_bytes(kp).key_package.leaf_node.credential
+            except MLSError:
+                raise PolicyViolation("A key package is malformed.") from None
+            inline.append(AddMember(me, require_identity(credential)))
+        return self._commit(inline, now=now, add=list(key_packages))
+
+    def remove_members(self, member_ids: Iterable[bytes], *, now: int) -> OutgoingCommit:
+        """Commit removing members (facilitators only); their role entries are dropped too."""
+        me = self.member_id
+        ids = list(member_ids)
+        leaves: list[int] = []
+        inline: list[ProposedChange] = []
+        policy = self._policy
+        for member in ids:
+            leaf = self._leaf_of(member)
+            if leaf is None:
+                raise PolicyViolation("The commit removes someone who is not a member.")
+            leaves.append(leaf)
+            inline.append(RemoveMember(me, member))
+            if any(m == member for m, _ in policy.roles) and member != me:
+                try:
+                    policy = policy.with_role(member, None)
+                except ValueError:
+                    raise PolicyViolation(
+                        "The commit would leave the room without a facilitator."
+                    ) from None
+        extensions = None
+        if policy != self._policy:
+            extensions = self._extensions_with(policy)
+            inline.append(ChangePolicy(me, policy_extension(policy).extension_data))
+        return self._commit(inline, now=now, remove=leaves, extensions=extensions)
+
+    def change_policy(self, new_policy: RoomPolicy, *, now: int) -> OutgoingCommit:
+        """Commit a new policy (facilitators only)."""
+        data = policy_extension(new_policy).extension_data
+        return self._commit(
+            [ChangePolicy(self.member_id, data)],
+            now=now,
+            extensions=self._extensions_with(new_policy),
+        )
+
+    def self_update(self, *, now: int) -> OutgoingCommit:
+        """Commit a fresh path for this member (post-compromise security); any member may."""
+        return self._commit([], now=now)
+
+    def commit_proposals(self, *, now: int) -> OutgoingCommit:
+        """Commit the proposals queued this epoch (e.g. members leaving), if the policy allows them.
+
+        Raises:
+            PolicyViolation: a queued proposal is not allowed (e.g. a participant's Add).
+        """
+        if not self._cached_changes():
+            raise RoomStateError("No proposals are waiting to be committed.")
+        return self._commit([], now=now, proposals_only=True)
+
+    def leave(self) -> bytes:
+        """A proposal to remove this member; another member (a facilitator) commits it."""
+        if not self._group.active:
+            raise RoomStateError("You are no longer a member of this room.")
+        me = self.member_id
+        wire = self._group.propose_remove(self._group.own_leaf_index)
+        self._proposals.append(RemoveMember(me, me))
+        return wire
+
+    def _extensions_with(self, policy: RoomPolicy) -> list[Extension]:
+        others = [
+            e
+            for e in self._group.extensions
+            if e.extension_type != ROOM_POLICY_EXTENSION_TYPE
+            and e.extension_type != ExtensionType.REQUIRED_CAPABILITIES
+        ]
+        return [required_capabilities(), *others, policy_extension(policy)]
+
+    def confirm_pending(self) -> list[RoomEvent]:
+        """The relay accepted the pending commit: make it the new epoch."""
+        if self._group.pending_commit is None:
+            raise RoomStateError("No change is waiting for the relay.")
+        old = self._policy
+        applied = self._group.merge_pending_commit()
+        return self._after_merge(old, applied.epoch, self.member_id, applied.added, applied.removed)
+
+    def discard_pending(self) -> None:
+        """The relay refused the pending commit (another won the epoch): forget it.
+
+        Does nothing if the winning commit was already received (which drops it).
+        """
+        self._group.discard_pending_commit()
+
+    # --- application content ----------------------------------------------------------
+
+    def send(self, content: Content, *, now: int) -> bytes:
+        """Encrypt ``content`` (padded; its id and sender time travel inside) for the room.
+
+        Raises:
+            PolicyViolation: observers cannot post.
+            RoomStateError: this member left.
+        """
+        if not self._group.active:
+            raise RoomStateError("You are no longer a member of this room.")
+        me = self.member_id
+        check_post(self._policy, me)
+        reason = self._content_rule(me, content)
+        if reason is not None:
+            raise PolicyViolation(reason)
+        try:
+            wire = self._group.encrypt(encode_content(content))
+        except MLSError as exc:
+            raise RoomStateError(f"The message could not be encrypted: {exc}") from None
+        self._remember(me, content.message_id)
+        return wire
+
+    def _content_rule(self, sender: bytes, content: Content) -> str | None:
+        if (sender, content.message_id) in self._seen:
+            return "A message with this id was already received from this sender."
+        if isinstance(content, Edit | Delete) and (sender, content.target) not in self._seen:
+            return "Only the sender of a message may edit or delete it."
+        if isinstance(content, FileChunk) and (sender, content.file_id) not in self._seen:
+            return "A file chunk must come from the sender of its file."
+        return None
+
+    def _remember(self, sender: bytes, message_id: bytes) -> None:
+        self._seen[(sender, message_id)] = None
+        while len(self._seen) > SEEN_WINDOW:
+            del self._seen[next(iter(self._seen))]
+
+    # --- receiving --------------------------------------------------------------------
+
+    def receive(self, data: bytes, *, now: int) -> list[RoomEvent]:
+        """Process one message from the room's mailbox; returns what happened.
+
+        Raises:
+            MessageRejected: MLS refused the message (state unchanged): forged,
+                replayed, from an epoch this member does not have, or after leaving.
+        """
+        try:
+            event = self._group.process(data)
+        except MLSError as exc:
+            raise MessageRejected(f"The message was rejected: {exc}") from None
+        if isinstance(event, ApplicationMessage):
+            return [self._application(event, now)]
+        if isinstance(event, StagedCommit):
+            return self._staged(event)
+        if isinstance(event, ProposalReceived):
+            proposer = (
+                identity_of(event.sender_member.credential)
+                if event.sender_member is not None
+                else None
+            )
+            change = proposal_change(event.proposal, proposer or b"", self._member_ids())
+            self._proposals.append(change)
+            return [ProposalQueued(event.epoch, proposer or b"", change)]
+        if isinstance(event, OwnMessage):
+            return []
+        return []  # pragma: no cover - Group.process returns only the types above
+
+    def _application(self, event: ApplicationMessage, now: int) -> RoomEvent:
+        sender = identity_of(event.sender.credential) or b""
+        if not may_post(self._policy, sender):
+            return ContentDropped(sender, "Observers cannot post in this room.")
+        try:
+            content = decode_content(event.data)
+        except ContentDecodeError:
+            return ContentDropped(sender, "The message is not valid room content.")
+        reason = self._content_rule(sender, content)
+        if reason is not None:
+            return ContentDropped(sender, reason)
+        self._remember(sender, content.message_id)
+        return MessageReceived(sender, content, content.sent_at_ms, now * 1000, event.epoch)
+
+    def _staged(self, staged: StagedCommit) -> list[RoomEvent]:
+        committer = identity_of(staged.committer.credential) or b""
+        changes = staged_changes(staged, self._member_ids())
+        try:
+            evaluate_commit(
+                self._policy,
+                committer=committer,
+                members=set(self._member_ids().values()),
+                changes=changes,
+            )
+            if staged.extensions is not None and not keeps_required_capabilities(staged.extensions):
+                raise PolicyViolation("A commit may not drop the room's required capabilities.")
+        except PolicyViolation as exc:
+            return [CommitRejected(staged.base_epoch, committer, str(exc))]
+        old = self._policy
+        try:
+            applied = self._group.merge_staged_commit(staged)
+        except MLSError as exc:
+            raise MessageRejected(f"The commit could not be applied: {exc}") from None
+        events = self._after_merge(old, applied.epoch, committer, applied.added, applied.removed)
+        if applied.self_removed:
+            events.append(RemovedFromRoom(applied.epoch, committer))
+        return events
+
+    def _after_merge(
+        self,
+        old: RoomPolicy,
+        epoch: int,
+        committer: bytes,
+        added: Sequence[MemberInfo],
+        removed: Sequence[MemberInfo],
+    ) -> list[RoomEvent]:
+        self._proposals = []
+        events: list[RoomEvent] = []
+        if self._group.active:
+            self._policy = policy_from_extensions(self._group.extensions)
+        if added or removed:
+            events.append(
+                MembersChanged(
+                    epoch,
+                    committer,
+                    tuple(identity_of(m.credential) or b"" for m in added),
+                    tuple(identity_of(m.credential) or b"" for m in removed),
+                )
+            )
+        if self._policy != old:
+            events.append(PolicyChanged(epoch, committer, old, self._policy))
+        return events
+
+    # --- saving -----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The whole room state, private keys included: store it only encrypted."""
+        return encode_room_state(self._group.to_bytes(), list(self._seen), self._proposals)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Room:
+        """Restore a room saved with :meth:`to_bytes`.
+
+        Raises:
+            RoomDecodeError: the bytes are not a saved room.
+        """
+        group_bytes, seen, proposals = decode_room_state(data)
+        try:
+            group = Group.from_bytes(group_bytes)
+        except MLSError:
+            raise RoomDecodeError("saved room: the MLS state is corrupt") from None
+        try:
+            return cls(group, seen, proposals)
+        except PolicyViolation:
+            raise RoomDecodeError("saved room: no valid room policy") from None
