@@ -22,7 +22,8 @@ from .errors import (
     WrongPassphrase,
 )
 from .keys import RFC9106_SECOND, Header, KdfParams, StorageKey
-from .records import Member, Message, OutboxEntry, Room, Store, StoreTransaction
+from .records import Member, Message, OutboxEntry, Room
+from .repository import Store, StoreTransaction
 
 __all__ = [
     "RFC9106_SECOND",

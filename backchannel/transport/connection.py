@@ -46,8 +46,7 @@ import os
 import random
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -55,6 +54,7 @@ import aiohttp
 from relay.protocol import ErrFrame, Push
 from relay.protocol import Revoked as RevokedFrame
 
+from .backoff import Backoff, full_jitter
 from .errors import (
     ConnectionClosed,
     Denied,
@@ -63,6 +63,17 @@ from .errors import (
     Rejected,
     TransportError,
     Unreachable,
+)
+from .events import (
+    AlsoEntry,
+    AppendResult,
+    ConnectionState,
+    Entry,
+    FetchPage,
+    LinkState,
+    Reset,
+    Revoked,
+    TransportEvent,
 )
 from .proxy import PROXY_ERRORS, ProxySettings, parse_proxy_url
 from .session import MailboxCapability, RelaySession
@@ -86,191 +97,6 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 #: Idempotency keys are 8 to 32 bytes (docs/relay-protocol.md §7 append); ours are 16.
 KEY_BYTES: Final = 16
-
-# -- events -----------------------------------------------------------------------------------
-
-
-class LinkState(Enum):
-    """Where the connection stands."""
-
-    #: Opening a WebSocket to the relay.
-    CONNECTING = "connecting"
-    #: Connected, and every followed mailbox was set up again.
-    CONNECTED = "connected"
-    #: No connection; the next attempt comes after ``retry_in`` seconds.
-    OFFLINE = "offline"
-    #: :meth:`RelayConnection.close` was called; nothing more happens.
-    CLOSED = "closed"
-
-
-class TransportEvent:
-    """Base of everything :meth:`RelayConnection.next_event` returns."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Entry(TransportEvent):
-    """One entry of a followed mailbox, delivered once."""
-
-    #: The mailbox id.
-    mailbox: bytes
-    #: The entry's sequence number; acknowledge it with :meth:`RelayConnection.ack`.
-    seq: int
-    #: The opaque content (ciphertext).
-    blob: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionState(TransportEvent):
-    """The connection changed state."""
-
-    #: The new state.
-    state: LinkState
-    #: Attempts since the last successful connection (0 when connected).
-    attempt: int = 0
-    #: Seconds until the next attempt, when ``state`` is ``OFFLINE``.
-    retry_in: float | None = None
-    #: A sentence about why, for people (no secrets).
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Revoked(TransportEvent):
-    """Access to a followed mailbox ended; it is no longer followed.
-
-    ``reason`` is the relay's (``"rotated"``, ``"expired"``) or ``"denied"`` when
-    authenticating failed at set-up, or ``"too_many_subscriptions"``.
-    """
-
-    #: The mailbox id.
-    mailbox: bytes
-    #: Why, as above.
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reset(TransportEvent):
-    """The relay's head is behind the cursor (e.g. restored from a backup).
-
-    Entries up to ``cursor`` that the relay no longer has are gone. The cursor moves
-    down to ``head`` when the consumer receives this event (``on_ack`` is told), and
-    the entries the relay numbers after ``head`` are delivered as new ones.
-    """
-
-    #: The mailbox id.
-    mailbox: bytes
-    #: The cursor before the reset.
-    cursor: int
-    #: The relay's head, the new cursor.
-    head: int
-
-
-@dataclass(frozen=True, slots=True)
-class AlsoEntry:
-    """A further entry written atomically with an append (its ``also`` list)."""
-
-    mailbox: bytes
-    blob: bytes = field(repr=False)
-    #: Idempotency key; give one to learn its sequence number on a retry.
-    key: bytes | None = None
-    ttl: int | None = None
-
-    def wire(self) -> dict[str, Any]:
-        """The entry as the ``also`` map of an append request."""
-        out: dict[str, Any] = {"mailbox": self.mailbox, "blob": self.blob}
-        if self.key is not None:
-            out["key"] = self.key
-        if self.ttl is not None:
-            out["ttl"] = self.ttl
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """The relay's answer to an append."""
-
-    #: The main entry's sequence number.
-    seq: int
-    #: The idempotency key the append carried.
-    key: bytes
-    #: True when an earlier attempt had stored it (nothing was written this time).
-    duplicate: bool = False
-    #: The mailbox's epoch after the append, if it carried one.
-    epoch: int | None = None
-    #: Sequence numbers of the ``also`` entries (0: unknown on a duplicate without key).
-    also: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class FetchPage:
-    """One page of a mailbox, from :meth:`RelayConnection.fetch`."""
-
-    #: ``(seq, blob)`` pairs in increasing order.
-    entries: tuple[tuple[int, bytes], ...] = field(repr=False)
-    #: The mailbox's head (last number assigned).
-    head: int
-    #: True if entries after the last one returned exist.
-    more: bool
-
-
-# -- backoff ----------------------------------------------------------------------------------
-
-
-def full_jitter(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """A "full jitter" backoff delay: uniform in ``[0, min(cap, base * 2**attempt)]``.
-
-    Args:
-        attempt: failures so far, from 0.
-        base: the ceiling of the first delay, in seconds (> 0).
-        cap: the largest ceiling, in seconds (>= base).
-        rng: the random source (seed it for reproducible tests).
-
-    Returns:
-        The delay in seconds.
-    """
-    if attempt < 0 or base <= 0 or cap < base:
-        raise ValueError("need attempt >= 0 and 0 < base <= cap")
-    return rng.uniform(0.0, min(cap, base * 2 ** min(attempt, 64)))
-
-
-class Backoff:
-    """Reconnect delays: full jitter, capped, reset once a connection stayed up long enough.
-
-    Time is passed in, so the policy is tested without clocks.
-    """
-
-    def __init__(
-        self,
-        *,
-        base: float = 0.5,
-        cap: float = 60.0,
-        stable_after: float = 30.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        full_jitter(0, base=base, cap=cap, rng=random.Random(0))  # validates base and cap
-        self.base, self.cap, self.stable_after = base, cap, stable_after
-        self._rng = rng or random.Random()
-        self._attempt = 0
-        self._up_since: float | None = None
-
-    @property
-    def attempt(self) -> int:
-        """Failures counted since the last reset."""
-        return self._attempt
-
-    def connected(self, now: float) -> None:
-        """A connection came up at ``now`` (seconds, any monotonic clock)."""
-        self._up_since = now
-
-    def next_delay(self, now: float) -> float:
-        """The wait before the next attempt, after a failure or a drop at ``now``."""
-        if self._up_since is not None and now - self._up_since >= self.stable_after:
-            self._attempt = 0
-        self._up_since = None
-        delay = full_jitter(self._attempt, base=self.base, cap=self.cap, rng=self._rng)
-        self._attempt += 1
-        return delay
 
 
 # -- the connection ---------------------------------------------------------------------------

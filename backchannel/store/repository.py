@@ -1,0 +1,581 @@
+"""The async repository over the store's records: ``Store`` and ``StoreTransaction``.
+
+Theory of operation: every method is a short synchronous function of the
+connection, run on the store thread by ``Database.run`` (its own transaction)
+or ``Transaction.run`` (inside ``store.transaction()``). The crash-safety rules
+live here as transaction boundaries:
+
+* ``queue_message`` writes the local message and its outbox entry together, so a
+  message the UI shows as sent is always either queued or acknowledged;
+* ``acknowledge`` deletes the outbox entry, marks the message delivered and
+  remembers the key in one transaction, so a key is never posted twice;
+* the client moves a mailbox cursor (``set_cursor``) in the same transaction as
+  the messages it derived from that mailbox.
+
+Erasing methods (retention, deletes, group-state overwrites) run with ``scrub``:
+after the commit the WAL is checkpointed and truncated, and ``secure_delete``
+has already zeroed the freed bytes in the pages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .database import Connection, Database, Transaction
+from .errors import FingerprintMismatch, UnknownRecord
+from .keys import RFC9106_SECOND, KdfParams
+from .records import Member, Message, OutboxEntry, Room, from_row, fts_query
+
+__all__ = ["Store", "StoreTransaction"]
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+def _anchor(message: Message) -> tuple[float, int]:
+    if message.local_id is None:
+        raise ValueError("paging anchors must be messages read from the store")
+    return message.sent_at, message.local_id
+
+
+class _Repository:
+    """The record operations, shared by the store and its transactions."""
+
+    _clock: Clock
+
+    async def _run(self, fn: Callable[[Connection], T], *, scrub: bool = False) -> T:
+        raise NotImplementedError
+
+    async def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        return await self._run(lambda c: c.execute(sql, args).fetchone())
+
+    async def _all(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        return await self._run(lambda c: c.execute(sql, args).fetchall())
+
+    async def _change(self, sql: str, args: tuple[Any, ...], *, scrub: bool = False) -> int:
+        return await self._run(lambda c: c.execute(sql, args).rowcount, scrub=scrub)
+
+    # -- settings -------------------------------------------------------------------------
+
+    async def get_setting(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or None."""
+        row = await self._one("SELECT value FROM settings WHERE key = ?", (key,))
+        return None if row is None else bytes(row[0])
+
+    async def set_setting(self, key: str, value: bytes) -> None:
+        """Store ``value`` under ``key``; an old value is erased from the disk."""
+        await self._change(
+            "INSERT INTO settings (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, bytes(value)),
+            scrub=True,
+        )
+
+    async def delete_setting(self, key: str) -> bool:
+        """Erase ``key``; returns whether it existed."""
+        return await self._change("DELETE FROM settings WHERE key = ?", (key,), scrub=True) > 0
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    async def put_room(self, room: Room) -> None:
+        """Insert or replace a room's row (its messages, members and cursors stay)."""
+        await self._change(
+            "INSERT INTO rooms (room_id, title, created_at, state, mailbox, retention_seconds,"
+            " joined, left_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id) DO UPDATE"
+            " SET title = excluded.title, created_at = excluded.created_at,"
+            " state = excluded.state, mailbox = excluded.mailbox,"
+            " retention_seconds = excluded.retention_seconds, joined = excluded.joined,"
+            " left_at = excluded.left_at",
+            (room.room_id, room.title, room.created_at, room.state, room.mailbox,
+             room.retention_seconds, int(room.joined), room.left_at),
+            scrub=True,
+        )  # fmt: skip
+
+    async def set_room_state(self, room_id: bytes, state: bytes) -> None:
+        """Replace a room's opaque state; the old one is erased from the disk.
+
+        Raises:
+            UnknownRecord: no such room.
+        """
+        sql = "UPDATE rooms SET state = ? WHERE room_id = ?"
+        if await self._change(sql, (state, room_id), scrub=True) == 0:
+            raise UnknownRecord("No such room in the store.")
+
+    async def room(self, room_id: bytes) -> Room | None:
+        """The room, or None."""
+        row = await self._one("SELECT * FROM rooms WHERE room_id = ?", (room_id,))
+        return None if row is None else from_row(Room, row)
+
+    async def rooms(self, *, include_left: bool = False) -> list[Room]:
+        """All rooms (joined ones only unless ``include_left``), oldest first."""
+        rows = await self._all(
+            "SELECT * FROM rooms WHERE joined >= ? ORDER BY created_at, room_id",
+            (0 if include_left else 1,),
+        )
+        return [from_row(Room, r) for r in rows]
+
+    async def erase_room(self, room_id: bytes) -> bool:
+        """Erase a room with its messages, attachments, members, cursors and outbox entries."""
+        sql = "DELETE FROM rooms WHERE room_id = ?"
+        return await self._change(sql, (room_id,), scrub=True) > 0
+
+    # -- cursors -----------------------------------------------------------------------------
+
+    async def cursor(self, mailbox_id: bytes) -> int | None:
+        """The last sequence number processed from ``mailbox_id``, or None."""
+        row = await self._one("SELECT seq FROM cursors WHERE mailbox_id = ?", (mailbox_id,))
+        return None if row is None else int(row[0])
+
+    async def set_cursor(
+        self, mailbox_id: bytes, seq: int, *, room_id: bytes | None = None
+    ) -> None:
+        """Move a mailbox cursor forward to ``seq`` (never backward)."""
+        if seq < 0:
+            raise ValueError("seq must not be negative")
+        await self._change(
+            "INSERT INTO cursors (mailbox_id, room_id, seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (mailbox_id) DO UPDATE SET seq = max(seq, excluded.seq),"
+            " room_id = coalesce(excluded.room_id, room_id)",
+            (mailbox_id, room_id, seq),
+        )
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def add_message(self, message: Message) -> bool:
+        """Store a message; returns False (and changes nothing) if its id is already there."""
+        return await self._run(lambda c: _insert_message(c, message))
+
+    async def add_messages(self, messages: Sequence[Message]) -> int:
+        """Store many messages in one go (catching up); returns how many were new."""
+        return await self._run(lambda c: sum(_insert_message(c, m) for m in messages))
+
+    async def queue_message(self, message: Message, entry: OutboxEntry) -> bool:
+        """Store an outgoing message and its outbox entry atomically.
+
+        Returns:
+            False if the entry's key was already queued or acknowledged (a retry):
+            nothing is written twice.
+        """
+
+        def op(c: Connection) -> bool:
+            if not _enqueue(c, entry):
+                return False
+            _insert_message(c, message)
+            return True
+
+        return await self._run(op)
+
+    async def message(self, room_id: bytes, message_id: bytes) -> Message | None:
+        """One message, or None."""
+        row = await self._one(
+            "SELECT * FROM messages WHERE room_id = ? AND message_id = ?", (room_id, message_id)
+        )
+        return None if row is None else from_row(Message, row)
+
+    async def history(
+        self,
+        room_id: bytes,
+        *,
+        limit: int = 50,
+        before: Message | None = None,
+        after: Message | None = None,
+    ) -> list[Message]:
+        """A page of a room's history, oldest first, ordered by (sent_at, local_id).
+
+        Args:
+            room_id: the room.
+            limit: at most this many messages.
+            before: the page just older than this message (the newest page if None).
+            after: the page just newer than this message (instead of ``before``).
+        """
+        if before is not None and after is not None:
+            raise ValueError("give before or after, not both")
+        if after is not None:
+            rows = await self._all(
+                "SELECT * FROM messages WHERE room_id = ? AND (sent_at, id) > (?, ?)"
+                " ORDER BY sent_at, id LIMIT ?",
+                (room_id, *_anchor(after), limit),
+            )
+            return [from_row(Message, r) for r in rows]
+        if before is not None:
+            rows = await self._all(
+                "SELECT * FROM messages WHERE room_id = ? AND (sent_at, id) < (?, ?)"
+                " ORDER BY sent_at DESC, id DESC LIMIT ?",
+                (room_id, *_anchor(before), limit),
+            )
+        else:
+            rows = await self._all(
+                "SELECT * FROM messages WHERE room_id = ? ORDER BY sent_at DESC, id DESC LIMIT ?",
+                (room_id, limit),
+            )
+        return [from_row(Message, r) for r in reversed(rows)]
+
+    async def message_count(self, room_id: bytes) -> int:
+        """How many messages the room has stored."""
+        row = await self._one("SELECT count(*) FROM messages WHERE room_id = ?", (room_id,))
+        return int(row[0])
+
+    async def search(self, room_id: bytes, query: str, *, limit: int = 50) -> list[Message]:
+        """Messages of one room containing every word of ``query`` (last word as a prefix).
+
+        Returns:
+            Matches, newest first; empty if ``query`` has no words.
+        """
+        match = fts_query(query)
+        if match is None:
+            return []
+        rows = await self._all(
+            # CROSS JOIN keeps the FTS index as the outer loop: the planner would otherwise
+            # walk the room's messages by time and probe the index once per row.
+            "SELECT m.* FROM messages_fts CROSS JOIN messages AS m ON m.id = messages_fts.rowid"
+            " WHERE messages_fts MATCH ? AND m.room_id = ? AND m.deleted = 0"
+            " ORDER BY m.sent_at DESC, m.id DESC LIMIT ?",
+            (match, room_id, limit),
+        )
+        return [from_row(Message, r) for r in rows]
+
+    async def edit_message(
+        self, room_id: bytes, message_id: bytes, body: str, edited_at: float
+    ) -> bool:
+        """Replace a message's text (the old text is erased); False if unknown or deleted."""
+        sql = (
+            "UPDATE messages SET body = ?, edited_at = ?"
+            " WHERE room_id = ? AND message_id = ? AND deleted = 0"
+        )
+        return await self._change(sql, (body, edited_at, room_id, message_id), scrub=True) > 0
+
+    async def delete_message(self, room_id: bytes, message_id: bytes) -> bool:
+        """Keep a tombstone, erase text, attachments and chunks; False if unknown."""
+
+        def op(c: Connection) -> bool:
+            ref = _message_ref(c, room_id, message_id)
+            if ref is None:
+                return False
+            c.execute("DELETE FROM attachment_chunks WHERE message_ref = ?", (ref,))
+            c.execute(
+                "UPDATE messages SET body = '', attachments = NULL, deleted = 1 WHERE id = ?",
+                (ref,),
+            )
+            return True
+
+        return await self._run(op, scrub=True)
+
+    async def put_attachment_chunk(
+        self, room_id: bytes, message_id: bytes, index: int, data: bytes
+    ) -> None:
+        """Store chunk ``index`` of a message's attachment.
+
+        Raises:
+            UnknownRecord: no such message.
+        """
+
+        def op(c: Connection) -> None:
+            ref = _message_ref(c, room_id, message_id)
+            if ref is None:
+                raise UnknownRecord("No such message in the store.")
+            c.execute(
+                "INSERT OR REPLACE INTO attachment_chunks (message_ref, idx, data) VALUES (?, ?, ?)",
+                (ref, index, data),
+            )
+
+        await self._run(op)
+
+    async def attachment(self, room_id: bytes, message_id: bytes) -> bytes:
+        """A message's attachment chunks joined in order (empty if none)."""
+        rows = await self._all(
+            "SELECT data FROM attachment_chunks WHERE message_ref ="
+            " (SELECT id FROM messages WHERE room_id = ? AND message_id = ?) ORDER BY idx",
+            (room_id, message_id),
+        )
+        return b"".join(bytes(r[0]) for r in rows)
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def erase_older_than(self, room_id: bytes, cutoff: float) -> int:
+        """Erase the room's messages older than ``cutoff`` (and their attachments).
+
+        A message counts as older when either clock says so (the sender's
+        ``sent_at`` or our ``received_at``): a sender's clock set in the future
+        cannot keep a message alive past its time.
+
+        Returns:
+            How many messages were erased.
+        """
+        return await self._run(lambda c: _erase_before(c, room_id, cutoff), scrub=True)
+
+    async def erase_expired(self, now: float) -> int:
+        """Apply every room's retention at time ``now``; returns how many messages went."""
+
+        def op(c: Connection) -> int:
+            rooms = c.execute(
+                "SELECT room_id, retention_seconds FROM rooms WHERE retention_seconds IS NOT NULL"
+            ).fetchall()
+            return sum(_erase_before(c, r[0], now - r[1]) for r in rooms)
+
+        return await self._run(op, scrub=True)
+
+    # -- members ----------------------------------------------------------------------------
+
+    async def put_member(
+        self, room_id: bytes, member_id: bytes, display_name: str, fingerprint: bytes, role: str
+    ) -> Member:
+        """Insert or update a member; a verification stays recorded against the key it was for.
+
+        Returns:
+            The stored member: check ``key_changed`` and warn loudly if it is set.
+        """
+
+        def op(c: Connection) -> Member:
+            c.execute(
+                "INSERT INTO members (room_id, member_id, display_name, fingerprint, role)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, member_id) DO UPDATE SET"
+                " display_name = excluded.display_name, fingerprint = excluded.fingerprint,"
+                " role = excluded.role",
+                (room_id, member_id, display_name, fingerprint, role),
+            )
+            member = _member(c, room_id, member_id)
+            assert member is not None
+            return member
+
+        return await self._run(op)
+
+    async def member(self, room_id: bytes, member_id: bytes) -> Member | None:
+        """One member, or None."""
+        return await self._run(lambda c: _member(c, room_id, member_id))
+
+    async def mark_verified(
+        self, room_id: bytes, member_id: bytes, fingerprint: bytes, *, at: float | None = None
+    ) -> Member:
+        """Record that the user compared ``fingerprint`` with this member out of band.
+
+        Raises:
+            UnknownRecord: no such member.
+            FingerprintMismatch: ``fingerprint`` is not the member's current key.
+        """
+        when = self._clock() if at is None else at
+
+        def op(c: Connection) -> Member:
+            member = _member(c, room_id, member_id)
+            if member is None:
+                raise UnknownRecord("No such member in the store.")
+            if not hmac.compare_digest(member.fingerprint, fingerprint):
+                raise FingerprintMismatch
+            c.execute(
+                "UPDATE members SET verified_fingerprint = ?, verified_at = ?"
+                " WHERE room_id = ? AND member_id = ?",
+                (fingerprint, when, room_id, member_id),
+            )
+            return dataclasses.replace(member, verified_fingerprint=fingerprint, verified_at=when)
+
+        return await self._run(op)
+
+    async def members(self, room_id: bytes) -> list[Member]:
+        """The room's members, by display name."""
+        rows = await self._all(
+            "SELECT * FROM members WHERE room_id = ? ORDER BY display_name, member_id", (room_id,)
+        )
+        return [from_row(Member, r) for r in rows]
+
+    async def remove_member(self, room_id: bytes, member_id: bytes) -> bool:
+        """Forget a member of a room; returns whether it was there."""
+        sql = "DELETE FROM members WHERE room_id = ? AND member_id = ?"
+        return await self._change(sql, (room_id, member_id)) > 0
+
+    # -- outbox -------------------------------------------------------------------------------
+
+    async def enqueue(self, entry: OutboxEntry) -> bool:
+        """Queue a post; False (no change) if the key is already queued or acknowledged."""
+        return await self._run(lambda c: _enqueue(c, entry))
+
+    async def pending(
+        self, mailbox_id: bytes | None = None, *, limit: int = 100
+    ) -> list[OutboxEntry]:
+        """Queued posts in the order they were queued, for one mailbox or all."""
+        rows = await self._all(
+            "SELECT * FROM outbox WHERE ?1 IS NULL OR mailbox_id = ?1 ORDER BY position LIMIT ?2",
+            (mailbox_id, limit),
+        )
+        return [from_row(OutboxEntry, r) for r in rows]
+
+    async def record_attempt(self, idempotency_key: bytes, *, at: float | None = None) -> None:
+        """Count a send attempt of a queued post (no-op if it is gone)."""
+        when = self._clock() if at is None else at
+        await self._change(
+            "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?"
+            " WHERE idempotency_key = ?",
+            (when, idempotency_key),
+        )
+
+    async def acknowledge(
+        self, idempotency_key: bytes, seq: int, *, at: float | None = None
+    ) -> bool:
+        """Record the relay's acknowledgement of a post: dequeue it, mark its message delivered.
+
+        Idempotent: a second acknowledgement of the same key changes nothing.
+
+        Returns:
+            True if this call moved the entry out of the outbox.
+        """
+        when = self._clock() if at is None else at
+
+        def op(c: Connection) -> bool:
+            row = c.execute(
+                "SELECT mailbox_id, room_id, message_id FROM outbox WHERE idempotency_key = ?",
+                (idempotency_key,),
+            ).fetchone()
+            if row is None:
+                return False
+            mailbox_id, room_id, message_id = row
+            c.execute("DELETE FROM outbox WHERE idempotency_key = ?", (idempotency_key,))
+            c.execute(
+                "INSERT OR IGNORE INTO acknowledged (idempotency_key, mailbox_id, seq, acked_at)"
+                " VALUES (?, ?, ?, ?)",
+                (idempotency_key, mailbox_id, seq, when),
+            )
+            if message_id is not None and room_id is not None:
+                c.execute(
+                    "UPDATE messages SET delivered_seq = ? WHERE room_id = ? AND message_id = ?",
+                    (seq, room_id, message_id),
+                )
+            return True
+
+        return await self._run(op, scrub=True)
+
+    async def acknowledged_seq(self, idempotency_key: bytes) -> int | None:
+        """The relay sequence number a key was acknowledged with, or None."""
+        sql = "SELECT seq FROM acknowledged WHERE idempotency_key = ?"
+        row = await self._one(sql, (idempotency_key,))
+        return None if row is None else int(row[0])
+
+    async def prune_acknowledged(self, before: float) -> int:
+        """Forget acknowledged keys older than ``before`` (once no retry can carry them)."""
+        return await self._change("DELETE FROM acknowledged WHERE acked_at < ?", (before,))
+
+
+def _message_ref(c: Connection, room_id: bytes, message_id: bytes) -> int | None:
+    row = c.execute(
+        "SELECT id FROM messages WHERE room_id = ? AND message_id = ?", (room_id, message_id)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _member(c: Connection, room_id: bytes, member_id: bytes) -> Member | None:
+    row = c.execute(
+        "SELECT * FROM members WHERE room_id = ? AND member_id = ?", (room_id, member_id)
+    ).fetchone()
+    return None if row is None else from_row(Member, row)
+
+
+def _erase_before(c: Connection, room_id: bytes, cutoff: float) -> int:
+    return c.execute(
+        "DELETE FROM messages WHERE room_id = ? AND (sent_at < ? OR received_at < ?)",
+        (room_id, cutoff, cutoff),
+    ).rowcount
+
+
+def _insert_message(c: Connection, m: Message) -> bool:
+    cur = c.execute(
+        "INSERT INTO messages (room_id, message_id, sender_id, sender_name, sent_at, received_at,"
+        " kind, body, reply_to, attachments, outgoing, edited_at, deleted, delivered_seq)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (room_id, message_id) DO NOTHING",
+        (m.room_id, m.message_id, m.sender_id, m.sender_name, m.sent_at, m.received_at, m.kind,
+         m.body, m.reply_to, m.attachments, int(m.outgoing), m.edited_at, int(m.deleted),
+         m.delivered_seq),
+    )  # fmt: skip
+    return cur.rowcount > 0
+
+
+def _enqueue(c: Connection, e: OutboxEntry) -> bool:
+    key = e.idempotency_key
+    if c.execute("SELECT 1 FROM acknowledged WHERE idempotency_key = ?", (key,)).fetchone():
+        return False
+    cur = c.execute(
+        "INSERT INTO outbox (idempotency_key, room_id, mailbox_id, payload, message_id,"
+        " created_at, attempts, last_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (idempotency_key) DO NOTHING",
+        (key, e.room_id, e.mailbox_id, e.payload, e.message_id, e.created_at, e.attempts,
+         e.last_attempt_at),
+    )  # fmt: skip
+    return cur.rowcount > 0
+
+
+class StoreTransaction(_Repository):
+    """The record operations inside one ``Store.transaction()``; all commit or none do."""
+
+    __slots__ = ("_clock", "_tx")
+
+    def __init__(self, tx: Transaction, clock: Clock) -> None:
+        self._tx = tx
+        self._clock = clock
+
+    async def _run(self, fn: Callable[[Connection], T], *, scrub: bool = False) -> T:
+        return await self._tx.run(fn, scrub=scrub)
+
+
+class Store(_Repository):
+    """A profile's encrypted store. Build with ``Store.create()`` or ``Store.open()``.
+
+    Every method is a coroutine; blocking work happens on the store's own thread.
+    """
+
+    def __init__(self, database: Database, *, clock: Clock = time.time) -> None:
+        self.database = database
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"Store({self.database!r})"
+
+    @classmethod
+    async def create(
+        cls,
+        directory: Path,
+        passphrase: str | bytes,
+        *,
+        kdf: KdfParams = RFC9106_SECOND,
+        clock: Clock = time.time,
+    ) -> Store:
+        """Create a profile store in ``directory`` (see ``Database.create``)."""
+        return cls(await Database.create(directory, passphrase, kdf=kdf), clock=clock)
+
+    @classmethod
+    async def open(
+        cls, directory: Path, passphrase: str | bytes, *, clock: Clock = time.time
+    ) -> Store:
+        """Unlock a profile store (see ``Database.open`` for the errors)."""
+        return cls(await Database.open(directory, passphrase), clock=clock)
+
+    async def close(self) -> None:
+        """Close the store and release the profile. Idempotent."""
+        await self.database.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def change_passphrase(
+        self, old: str | bytes, new: str | bytes, *, kdf: KdfParams | None = None
+    ) -> None:
+        """Re-key the database under ``new`` (see ``Database.change_passphrase``)."""
+        await self.database.change_passphrase(old, new, kdf=kdf)
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it."""
+        await self.database.checkpoint()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+        """Group several operations atomically: ``async with store.transaction() as tx:``."""
+        async with self.database.transaction() as tx:
+            yield StoreTransaction(tx, self._clock)
+
+    async def _run(self, fn: Callable[[Connection], T], *, scrub: bool = False) -> T:
+        return await self.database.run(fn, scrub=scrub)

@@ -1,0 +1,143 @@
+"""What a relay connection reports and returns: events, append and fetch results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "AlsoEntry",
+    "AppendResult",
+    "ConnectionState",
+    "Entry",
+    "FetchPage",
+    "LinkState",
+    "Reset",
+    "Revoked",
+    "TransportEvent",
+]
+
+
+class LinkState(Enum):
+    """Where the connection stands."""
+
+    #: Opening a WebSocket to the relay.
+    CONNECTING = "connecting"
+    #: Connected, and every followed mailbox was set up again.
+    CONNECTED = "connected"
+    #: No connection; the next attempt comes after ``retry_in`` seconds.
+    OFFLINE = "offline"
+    #: :meth:`~.connection.RelayConnection.close` was called; nothing more happens.
+    CLOSED = "closed"
+
+
+class TransportEvent:
+    """Base of everything :meth:`~.connection.RelayConnection.next_event` returns."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(TransportEvent):
+    """One entry of a followed mailbox, delivered once."""
+
+    #: The mailbox id.
+    mailbox: bytes
+    #: The entry's sequence number; acknowledge it with :meth:`~.connection.RelayConnection.ack`.
+    seq: int
+    #: The opaque content (ciphertext).
+    blob: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState(TransportEvent):
+    """The connection changed state."""
+
+    #: The new state.
+    state: LinkState
+    #: Attempts since the last successful connection (0 when connected).
+    attempt: int = 0
+    #: Seconds until the next attempt, when ``state`` is ``OFFLINE``.
+    retry_in: float | None = None
+    #: A sentence about why, for people (no secrets).
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked(TransportEvent):
+    """Access to a followed mailbox ended; it is no longer followed.
+
+    ``reason`` is the relay's (``"rotated"``, ``"expired"``) or ``"denied"`` when
+    authenticating failed at set-up, or ``"too_many_subscriptions"``.
+    """
+
+    #: The mailbox id.
+    mailbox: bytes
+    #: Why, as above.
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reset(TransportEvent):
+    """The relay's head is behind the cursor (e.g. restored from a backup).
+
+    Entries up to ``cursor`` that the relay no longer has are gone. The cursor moves
+    down to ``head`` when the consumer receives this event (``on_ack`` is told), and
+    the entries the relay numbers after ``head`` are delivered as new ones.
+    """
+
+    #: The mailbox id.
+    mailbox: bytes
+    #: The cursor before the reset.
+    cursor: int
+    #: The relay's head, the new cursor.
+    head: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlsoEntry:
+    """A further entry written atomically with an append (its ``also`` list)."""
+
+    mailbox: bytes
+    blob: bytes = field(repr=False)
+    #: Idempotency key; give one to learn its sequence number on a retry.
+    key: bytes | None = None
+    ttl: int | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The entry as the ``also`` map of an append request."""
+        out: dict[str, Any] = {"mailbox": self.mailbox, "blob": self.blob}
+        if self.key is not None:
+            out["key"] = self.key
+        if self.ttl is not None:
+            out["ttl"] = self.ttl
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The relay's answer to an append."""
+
+    #: The main entry's sequence number.
+    seq: int
+    #: The idempotency key the append carried.
+    key: bytes
+    #: True when an earlier attempt had stored it (nothing was written this time).
+    duplicate: bool = False
+    #: The mailbox's epoch after the append, if it carried one.
+    epoch: int | None = None
+    #: Sequence numbers of the ``also`` entries (0: unknown on a duplicate without key).
+    also: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPage:
+    """One page of a mailbox, from :meth:`~.connection.RelayConnection.fetch`."""
+
+    #: ``(seq, blob)`` pairs in increasing order.
+    entries: tuple[tuple[int, bytes], ...] = field(repr=False)
+    #: The mailbox's head (last number assigned).
+    head: int
+    #: True if entries after the last one returned exist.
+    more: bool
