@@ -64,7 +64,9 @@ def create_app(
         An application to hand to ``web.run_app`` or an ``AppRunner``.
     """
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
-    the_store = store or open_store(config.store_url(), store_limits(config))
+    the_store = store or open_store(
+        config.store_url(), store_limits(config), pool_size=config.database_pool_size
+    )
     metrics = RelayMetrics()
     hub = Hub(
         the_store,

@@ -129,6 +129,9 @@ class RelayConfig:
     database_url: str | None = field(default=None, repr=False)
     """``sqlite:///path`` or ``postgresql://…``; defaults to SQLite in ``data_dir``.
     Hidden from repr because a PostgreSQL URL may hold a password."""
+    database_pool_size: int = 10
+    """Connections each relay node keeps to PostgreSQL for requests (plus one that
+    LISTENs); ignored with SQLite."""
     tls_cert: Path | None = None
     """PEM certificate chain; serve wss:// natively when set with ``tls_key``."""
     tls_key: Path | None = None
@@ -338,6 +341,7 @@ def _validate(config: RelayConfig) -> None:
         "max_ttl": config.max_ttl,
         "expiry_granularity": config.expiry_granularity,
         "group_commit_max": config.group_commit_max,
+        "database_pool_size": config.database_pool_size,
     }
     for name, value in positive.items():
         if value <= 0:

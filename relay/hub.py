@@ -11,6 +11,15 @@ subscription catches up from the store again. Catching up ends only when a store
 read finds nothing beyond the cursor and nothing newer was offered meanwhile; the
 check and the switch back to live mode happen without an ``await`` in between, so
 no entry can slip through the seam.
+
+Entries written on other relay nodes arrive as *hints* (mailbox and sequence number,
+no blob). The hub reads each hinted mailbox once per burst, from the lowest cursor of
+its live subscriptions, and offers what it read to every subscription of the mailbox,
+exactly as it offers this node's own entries: the same rules drop duplicates and turn
+a gap into that subscription's own catch-up. So a burst of hints costs one store read
+per mailbox, not one per subscription; subscriptions already catching up just note
+the hint, and one the shared read could not bring up to date (its entries were trimmed
+or expired meanwhile) falls back to catching up on its own.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import RelayError
@@ -71,6 +80,11 @@ class Subscription:
         self._offered = max(self._offered, seq)
         if self._task is None:
             self._catch_up()
+
+    @property
+    def live(self) -> bool:
+        """Pushing as entries are offered (not catching up, not closed or closing)."""
+        return not self.closed and self._task is None and not self.conn.closing
 
     def resync(self) -> None:
         """Re-read from the cursor, in case notifications were lost."""
@@ -175,6 +189,11 @@ class Hub:
         self._grants: dict[bytes, weakref.WeakSet[Connection]] = {}
         self._rotations: dict[bytes, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Per hinted mailbox, the highest sequence number hinted; present while its
+        #: shared read (``_read_hinted``) runs.
+        self._hinted: dict[bytes, int] = {}
+        #: Store reads made for hints: shared reads, not per-subscription catch-ups.
+        self.hint_reads = 0
         store.add_listener(self.publish)
         store.set_cluster_listener(self)
 
@@ -193,28 +212,91 @@ class Hub:
                 del self._subs[sub.mailbox]
 
     def publish(self, appended: Sequence[Appended]) -> None:
+        self._offer_all((entry.mailbox, entry.seq, entry.blob) for entry in appended)
+
+    def _offer_all(self, entries: Iterable[tuple[bytes, int, bytes]]) -> None:
         held: dict[int, Connection] = {}
         try:
-            for entry in appended:
-                subs = self._subs.get(entry.mailbox)
+            for mailbox, seq, blob in entries:
+                subs = self._subs.get(mailbox)
                 if not subs:
                     continue
                 # Every subscriber gets the same bytes: encode the push once.
-                frame = push_frame(entry.mailbox, entry.seq, entry.blob)
+                frame = push_frame(mailbox, seq, blob)
                 for sub in tuple(subs):
                     conn = sub.conn
                     if id(conn) not in held:
                         conn.hold()
                         held[id(conn)] = conn
-                    sub.offer(entry.seq, entry.blob, frame)
+                    sub.offer(seq, blob, frame)
         finally:
             # One write per connection for the whole batch.
             for conn in held.values():
                 conn.release_held()
 
     def hinted(self, mailbox: bytes, seq: int) -> None:
-        for sub in tuple(self._subs.get(mailbox, ())):
-            sub.hint(seq)
+        """Another node committed entry ``seq``: one shared read for all subscriptions."""
+        subs = self._subs.get(mailbox)
+        if not subs:
+            return
+        behind = False
+        for sub in tuple(subs):
+            if sub.live:
+                behind = behind or seq > sub.cursor
+            else:
+                sub.hint(seq)  # catching up already: it only notes how far to read
+        if not behind:
+            return
+        if mailbox in self._hinted:
+            self._hinted[mailbox] = max(self._hinted[mailbox], seq)
+            return  # the running read picks it up before it ends
+        self._hinted[mailbox] = seq
+        task = asyncio.get_running_loop().create_task(
+            self._read_hinted(mailbox), name="relay-hint-read"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_hinted(self, mailbox: bytes) -> None:
+        try:
+            while True:
+                target = self._hinted[mailbox]
+                behind = [
+                    s for s in tuple(self._subs.get(mailbox, ())) if s.live and s.cursor < target
+                ]
+                if not behind:
+                    # No await since the check: a hint arriving after this starts a new read.
+                    del self._hinted[mailbox]
+                    return
+                self.hint_reads += 1
+                try:
+                    page = await self.store.fetch(
+                        mailbox,
+                        min(s.cursor for s in behind),
+                        self.page_entries,
+                        self.page_bytes,
+                        self.clock(),
+                    )
+                except RelayError:
+                    page = None
+                if page is not None:
+                    self._offer_all((mailbox, seq, blob) for seq, blob in page.entries)
+                    if page.more:
+                        continue
+                # The shared read is done up to the snapshot's head (or failed): whoever is
+                # still behind what it read was not helped by it (its entries were
+                # trimmed or expired, or the read failed) and catches up on its own, which
+                # also handles those cases. Hints newer than the snapshot mean another
+                # read, unless this one found nothing at all (say, a stale hint from before
+                # the mailbox expired and was created again): then everyone falls back.
+                empty = page is None or not page.entries
+                reached = target if page is None or empty else min(target, page.head)
+                for sub in behind:
+                    if sub.live and sub.cursor < reached:
+                        sub.hint(reached)
+        except BaseException:
+            self._hinted.pop(mailbox, None)
+            raise
 
     def rotated(self, mailbox: bytes) -> None:
         """Keys changed (on any node, this one included): check every grant held here."""

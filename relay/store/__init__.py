@@ -26,8 +26,10 @@ def sqlite_path_from_url(url: str) -> Path:
     return Path(raw).expanduser()
 
 
-def open_store(url: str, limits: StoreLimits) -> MailboxStore:
+def open_store(url: str, limits: StoreLimits, *, pool_size: int = 10) -> MailboxStore:
     """Build (not yet open) the store a database URL names.
+
+    ``pool_size``: connections to PostgreSQL per node (ignored for SQLite).
 
     Raises:
         ConfigError: an unknown scheme or a malformed URL.
@@ -40,5 +42,5 @@ def open_store(url: str, limits: StoreLimits) -> MailboxStore:
     if scheme in {"postgres", "postgresql"}:
         from .postgres import PostgresStore
 
-        return PostgresStore(url, limits)
+        return PostgresStore(url, limits, pool_size=pool_size)
     raise ConfigError(f"Unknown database URL scheme {scheme!r}; use sqlite:///path.")

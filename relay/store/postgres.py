@@ -3,10 +3,25 @@
 Theory of operation: every write is one call of a server-side function (see
 ``migrations/postgres``) that locks the mailbox rows involved in id order, checks
 epoch and quotas, writes, and queues a ``NOTIFY`` that PostgreSQL delivers at commit.
-Row locks make sequence numbers gapless across nodes; one round trip per append keeps
-the commit path short, and PostgreSQL's own group commit shares WAL flushes between
-concurrent transactions. An append is acknowledged only after its transaction
-committed (``synchronous_commit`` as the server is configured, ``on`` by default).
+Row locks make sequence numbers gapless across nodes.
+
+Appends use group commit, as the SQLite store does: they queue on the event loop, and
+a writer task takes everything queued (up to ``group_commit_max``, and at most
+:data:`_BATCH_MAX`) and sends it as one call of ``relay_append_batch`` on one pooled
+connection, inside one transaction: one round trip and one commit (one WAL flush) for
+the whole batch. Each append runs in its own exception block, a savepoint, so a
+refused append (stale epoch, mailbox full, denied…) rolls back alone and comes back
+as its own error row. The batch locks all its mailbox rows up front in id order and
+the store-wide counters last in shard order, so concurrent batches, on this node or
+another, cannot deadlock each other (nor the sweep, which takes its counters last in
+the same order). Sorting the appends instead would not do: an append's 'also'
+mailboxes and the counter rows would still interleave. Should PostgreSQL still pick
+the batch as a deadlock victim (say, against a store import), nothing was committed
+and the batch runs again, up to :data:`_BATCH_RETRIES` times.
+Only after COMMIT returns are the futures resolved and the listeners told; if the
+COMMIT itself fails, every append of the batch fails with ``unavailable``, since
+it may or may not have committed. A few writers (:data:`_WRITERS`) run at once, so
+one batch is filled while another waits for its commit.
 
 Each node keeps one extra connection that LISTENs. A notification carries the node
 that wrote, the mailbox and the sequence number, never the blob. Entries this node
@@ -24,7 +39,9 @@ import contextlib
 import logging
 import os
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -63,6 +80,15 @@ _SWEEP_CHUNK: Final = 2000
 _MIGRATION_LOCK: Final = 0x6263_7265_6C61_79  # "bcrelay": serialises schema changes across nodes
 _CONNECT_TIMEOUT: Final = 5.0
 _COMMAND_TIMEOUT: Final = 30.0
+#: Appends per transaction. Each append is a subtransaction; beyond 64 with writes in
+#: one transaction, PostgreSQL's per-backend subtransaction cache overflows and every
+#: other session's snapshots get slower until the transaction ends.
+_BATCH_MAX: Final = 64
+#: Batches in flight per node: one filling or running while another waits for COMMIT.
+_WRITERS: Final = 2
+#: Whole-batch retries after a deadlock or serialization failure (nothing committed).
+_BATCH_RETRIES: Final = 3
+_RETRY_STATES: Final = frozenset({"40P01", "40001"})
 _SQLSTATE_ERRORS: Final[dict[str, type[RelayError]]] = {
     "BC401": CapabilityDenied,
     "BC410": MailboxExists,
@@ -93,23 +119,42 @@ async def apply_migrations(conn: asyncpg.Connection) -> int:
     return max(done, default=0)
 
 
+def _state_error(state: str, detail: str | None) -> RelayError:
+    """The relay error for a SQLSTATE (and its DETAIL) raised by the store's SQL."""
+    if state == "BC409":
+        try:
+            return StaleEpoch(int(detail or 0))
+        except ValueError:
+            return StaleEpoch(0)
+    error = _SQLSTATE_ERRORS.get(state)
+    if error is not None:
+        return error()
+    if state.startswith(("08", "57P", "53", "40")):  # connection, shutdown, resources, retry
+        return StoreUnavailable()
+    log.error("store error %s", state)
+    return InternalError()
+
+
 def _translate(exc: BaseException) -> BaseException:
     """Turn a database or connection failure into the relay error a client should see."""
     if isinstance(exc, RelayError):
         return exc
     if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", "") or ""
-        if state == "BC409":
-            return StaleEpoch(int(getattr(exc, "detail", "0") or 0))
-        error = _SQLSTATE_ERRORS.get(state)
-        if error is not None:
-            return error()
-        if state.startswith(("08", "57P", "53")):  # connection, shutdown, resources
-            return StoreUnavailable()
-        log.error("store error %s", state)
-        return InternalError()
+        return _state_error(getattr(exc, "sqlstate", "") or "", getattr(exc, "detail", None))
     # Lost connections, refused connections, pool closing and timeouts.
     return StoreUnavailable()
+
+
+@dataclass(slots=True)
+class _Append:
+    """One queued append, waiting for a batch."""
+
+    entries: Sequence[NewEntry]
+    epoch: int | None
+    now: int
+    future: asyncio.Future[list[Appended]]
+    result: list[Appended] | None = None
+    error: BaseException | None = field(default=None)
 
 
 class PostgresStore(MailboxStore):
@@ -126,6 +171,15 @@ class PostgresStore(MailboxStore):
         self._listener_task: asyncio.Task[None] | None = None
         self._listen_conn: asyncpg.Connection | None = None
         self._closed = True
+        self._queue: deque[_Append] = deque()
+        self._writers: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: Transactions committed by the batch writer, and appends they carried (tests,
+        #: diagnostics): appends / batches is the group-commit factor.
+        self.batches = 0
+        self.batched_appends = 0
+        self.batch_retries = 0
 
     def __repr__(self) -> str:  # the URL may hold a password
         return f"PostgresStore(node={self.node})"
@@ -157,9 +211,11 @@ class PostgresStore(MailboxStore):
         self._listener_task = asyncio.create_task(self._listen_forever(), name="relay-pg-listen")
 
     async def close(self) -> None:
+        """Refuse new writes, finish the queued ones, then release everything."""
         if self._closed:
             return
         self._closed = True
+        await self._idle.wait()
         if self._listener_task is not None:
             self._listener_task.cancel()
             await asyncio.gather(self._listener_task, return_exceptions=True)
@@ -269,46 +325,174 @@ class PostgresStore(MailboxStore):
         return None if row is None else MailboxKeys(row[0], row[1], row[2])
 
     async def touch(self, mailbox: bytes, now: float) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "UPDATE relay_mailboxes SET expires_at = relay_round_up($2 + ttl, $3) "
-                "WHERE id = $1 AND expires_at > $2 AND relay_round_up($2 + ttl, $3) > expires_at",
+        found = await self._run(
+            lambda c: c.fetchval(
+                "WITH m AS (SELECT id FROM relay_mailboxes WHERE id = $1 AND expires_at > $2), "
+                "u AS (UPDATE relay_mailboxes SET expires_at = relay_round_up($2 + ttl, $3) "
+                "WHERE id IN (SELECT id FROM m) AND relay_round_up($2 + ttl, $3) > expires_at) "
+                "SELECT count(*) FROM m",
                 mailbox,
                 int(now),
                 self.limits.expiry_granularity,
             )
         )
+        if not found:
+            raise CapabilityDenied()
 
     async def append(
         self, entries: Sequence[NewEntry], epoch: int | None, now: float
     ) -> list[Appended]:
         if not entries:
             raise ValueError("append needs at least one entry")
-        lim = self.limits
-        rows = await self._run(
-            lambda c: c.fetch(
-                "SELECT * FROM relay_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                [e.mailbox for e in entries],
-                [e.blob for e in entries],
-                [e.key for e in entries],
-                [e.ttl for e in entries],
-                epoch,
-                int(now),
-                lim.expiry_granularity,
-                lim.mailbox_max_entries,
-                lim.mailbox_max_bytes,
-                lim.store_max_bytes,
-                self.node,
+        if self._closed or self._pool is None:
+            raise StoreUnavailable()
+        job = _Append(entries, epoch, int(now), asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._wake_writers()
+        return await job.future
+
+    # -- group commit ---------------------------------------------------------------------------
+
+    def _wake_writers(self) -> None:
+        # A second writer starts as soon as appends queue behind a running batch, so the
+        # next batch runs its statements while the previous one waits for its commit.
+        wanted = min(_WRITERS, self.pool_size, len(self._queue) + len(self._writers))
+        while len(self._writers) < wanted:
+            self._idle.clear()
+            task = asyncio.get_running_loop().create_task(
+                self._write_batches(), name="relay-pg-writer"
             )
+            self._writers.add(task)
+            task.add_done_callback(self._writer_done)
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        self._writers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("store writer failed", exc_info=task.exception())
+        if self._queue:
+            self._wake_writers()  # a writer died with work queued: never leave it stuck
+        elif not self._writers:
+            self._idle.set()
+
+    async def _write_batches(self) -> None:
+        """Take queued appends in batches until the queue is empty."""
+        max_batch = max(1, min(self.limits.group_commit_max, _BATCH_MAX))
+        while self._queue:
+            count = min(len(self._queue), max_batch)
+            batch = [self._queue.popleft() for _ in range(count)]
+            try:
+                await self._commit_batch(batch)
+            except Exception as exc:  # our bug: fail this batch, keep the writer going
+                log.exception("store batch failed", exc_info=exc)
+                for job in batch:
+                    job.result, job.error = None, InternalError()
+            except BaseException:  # cancelled (the loop is going away): nobody waits forever
+                for job in batch:
+                    job.result, job.error = None, StoreUnavailable()
+                self._resolve(batch)
+                raise
+            self._resolve(batch)
+
+    async def _commit_batch(self, batch: list[_Append]) -> None:
+        """Run ``batch`` in one transaction; fill in each job's result or error."""
+        if self._pool is None:
+            for job in batch:
+                job.error = StoreUnavailable()
+            return
+        lim = self.limits
+        flat = [e for job in batch for e in job.entries]
+        args = (
+            [len(job.entries) for job in batch],
+            [e.mailbox for e in flat],
+            [e.blob for e in flat],
+            [e.key for e in flat],
+            [e.ttl for e in flat],
+            [job.epoch for job in batch],
+            [job.now for job in batch],
+            lim.expiry_granularity,
+            lim.mailbox_max_entries,
+            lim.mailbox_max_bytes,
+            lim.store_max_bytes,
+            self.node,
         )
-        out = [
-            Appended(entry.mailbox, row[0], row[1], row[2], b"" if row[1] else entry.blob)
-            for entry, row in zip(entries, rows, strict=True)
+        attempt = 0
+        while True:
+            attempt += 1
+            committing = committed = False
+            try:
+                async with self._pool.acquire() as conn:
+                    tx = conn.transaction()
+                    await tx.start()
+                    try:
+                        rows = await conn.fetch(
+                            "SELECT * FROM relay_append_batch("
+                            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                            *args,
+                        )
+                    except BaseException:
+                        await tx.rollback()
+                        raise
+                    committing = True
+                    await tx.commit()
+                    committed = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if committed:  # only handing the connection back failed: the batch stands
+                    log.warning("store connection release failed: %s", exc.__class__.__name__)
+                    break
+                state = getattr(exc, "sqlstate", "") or ""
+                if not committing and state in _RETRY_STATES and attempt <= _BATCH_RETRIES:
+                    # Chosen as a deadlock victim: nothing was committed, run it again.
+                    self.batch_retries += 1
+                    continue
+                if committing:
+                    # The COMMIT's outcome is unknown: never acknowledge, never claim
+                    # a definite refusal either.
+                    log.error("store commit failed: %s", exc.__class__.__name__)
+                    error: BaseException = StoreUnavailable()
+                else:
+                    error = _translate(exc)
+                for job in batch:
+                    job.error = error
+                return
+            break
+        self.batches += 1
+        self.batched_appends += len(batch)
+        by_job: dict[int, list[Any]] = {}
+        for row in rows:
+            by_job.setdefault(row["o_job"], []).append(row)
+        for number, job in enumerate(batch, start=1):
+            got = by_job.get(number, [])
+            if len(got) == 1 and got[0]["o_error"] is not None:
+                job.error = _state_error(got[0]["o_error"], got[0]["o_detail"])
+                continue
+            job.result = [
+                Appended(
+                    e.mailbox,
+                    r["o_seq"],
+                    r["o_duplicate"],
+                    r["o_epoch"],
+                    b"" if r["o_duplicate"] else e.blob,
+                )
+                for e, r in zip(job.entries, got, strict=True)
+            ]
+
+    def _resolve(self, batch: list[_Append]) -> None:
+        # Listeners first: by the time a writer sees its ack, every local subscriber's
+        # push is already queued.
+        fresh = [
+            a for job in batch if job.result is not None for a in job.result if not a.duplicate
         ]
-        fresh = [a for a in out if not a.duplicate]
         if fresh:
             self._notify(fresh)
-        return out
+        for job in batch:
+            if job.future.done():
+                continue
+            if job.result is not None:
+                job.future.set_result(job.result)
+            else:
+                job.future.set_exception(job.error or InternalError())
 
     async def fetch(
         self, mailbox: bytes, after: int, limit: int, max_bytes: int, now: float

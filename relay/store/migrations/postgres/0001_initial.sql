@@ -92,10 +92,14 @@ END $$;
 -- Append entries atomically; entry 1 is the main one, the rest are 'also' entries.
 -- Row locks on every mailbox involved, taken in id order, allocate sequence numbers
 -- without gaps or duplicates across nodes and rule out deadlocks.
+-- p_pending NULL: the call stands alone and updates relay_totals itself. Otherwise the
+-- caller (relay_append_batch) already wrote p_pending bytes in this transaction that
+-- relay_totals does not show yet, and it adds this call's entries to the totals later.
 CREATE FUNCTION relay_append(
     p_mailboxes bytea[], p_blobs bytea[], p_keys bytea[], p_ttls bigint[],
     p_epoch bigint, p_now bigint, p_granularity bigint,
-    p_max_entries bigint, p_max_bytes bigint, p_store_max bigint, p_node text
+    p_max_entries bigint, p_max_bytes bigint, p_store_max bigint, p_node text,
+    p_pending bigint DEFAULT NULL
 ) RETURNS TABLE (o_seq bigint, o_duplicate boolean, o_epoch bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -130,7 +134,7 @@ BEGIN
         v_epoch := m.epoch + 1;
         UPDATE relay_mailboxes SET epoch = v_epoch WHERE id = p_mailboxes[1];
     END IF;
-    SELECT sum(bytes) INTO v_total FROM relay_totals;
+    SELECT sum(bytes) + coalesce(p_pending, 0) INTO v_total FROM relay_totals;
     FOR i IN 1..n LOOP
         IF i > 1 AND p_keys[i] IS NOT NULL THEN
             SELECT seq INTO v_found FROM relay_entries WHERE mailbox = p_mailboxes[i] AND idem = p_keys[i];
@@ -157,12 +161,90 @@ BEGIN
         UPDATE relay_mailboxes SET head = head + 1, entries = entries + 1, bytes = bytes + v_size,
             expires_at = greatest(expires_at, relay_round_up(p_now + m.ttl, p_granularity))
             WHERE id = p_mailboxes[i];
-        UPDATE relay_totals SET entries = entries + 1, bytes = bytes + v_size
-            WHERE shard = relay_shard(p_mailboxes[i]);
+        IF p_pending IS NULL THEN
+            UPDATE relay_totals SET entries = entries + 1, bytes = bytes + v_size
+                WHERE shard = relay_shard(p_mailboxes[i]);
+        END IF;
         -- Delivered at commit; carries only the mailbox and sequence number.
         PERFORM pg_notify('backchannel_relay:' || current_schema(), 'a ' || p_node || ' ' || encode(p_mailboxes[i], 'hex')
             || ' ' || (m.head + 1)::text);
         RETURN QUERY SELECT m.head + 1, false, v_epoch;
+    END LOOP;
+END $$;
+
+-- Group commit: many appends (each as relay_append takes them) in one transaction, so
+-- they share one commit and one WAL flush. Entries are flattened into one set of
+-- arrays; p_counts[j] says how many belong to append j, whose epoch and time are
+-- p_epochs[j] and p_nows[j]. One row per entry of a successful append (o_error NULL),
+-- or one row per failed append with its SQLSTATE and DETAIL: each append runs in its
+-- own exception block (a subtransaction, i.e. a savepoint), so a refused append rolls
+-- back alone and the others stay.
+--
+-- Lock order, so batches of different connections and nodes never deadlock each
+-- other: first every mailbox row of the whole batch, in id order, in one statement
+-- (jobs then only re-take locks they hold, whatever the order of their own and their
+-- 'also' mailboxes); relay_totals last, in shard order, just before the commit.
+-- relay_create and relay_trim also take their mailbox row before their one shard row,
+-- and relay_sweep waits for no mailbox row and takes its shard rows last, in order.
+CREATE FUNCTION relay_append_batch(
+    p_counts int[], p_mailboxes bytea[], p_blobs bytea[], p_keys bytea[], p_ttls bigint[],
+    p_epochs bigint[], p_nows bigint[], p_granularity bigint,
+    p_max_entries bigint, p_max_bytes bigint, p_store_max bigint, p_node text
+) RETURNS TABLE (o_job int, o_seq bigint, o_duplicate boolean, o_epoch bigint,
+                 o_error text, o_detail text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_first int := 1;
+    v_last int;
+    v_pending bigint := 0;
+    v_entries bigint[] := array_fill(0::bigint, ARRAY[16], ARRAY[0]);
+    v_bytes bigint[] := array_fill(0::bigint, ARRAY[16], ARRAY[0]);
+    v_seqs bigint[];
+    v_dups boolean[];
+    v_eps bigint[];
+    v_state text;
+    v_detail text;
+    v_ok boolean;
+    v_size bigint;
+    v_shard int;
+BEGIN
+    PERFORM 1 FROM relay_mailboxes WHERE id = ANY (p_mailboxes) ORDER BY id FOR UPDATE;
+    FOR j IN 1..coalesce(array_length(p_counts, 1), 0) LOOP
+        v_last := v_first + p_counts[j] - 1;
+        v_ok := true;
+        BEGIN
+            SELECT array_agg(r.o_seq ORDER BY r.ord), array_agg(r.o_duplicate ORDER BY r.ord),
+                   array_agg(r.o_epoch ORDER BY r.ord)
+                INTO v_seqs, v_dups, v_eps
+                FROM relay_append(p_mailboxes[v_first:v_last], p_blobs[v_first:v_last],
+                    p_keys[v_first:v_last], p_ttls[v_first:v_last], p_epochs[j], p_nows[j],
+                    p_granularity, p_max_entries, p_max_bytes, p_store_max, p_node, v_pending)
+                    WITH ORDINALITY AS r(o_seq, o_duplicate, o_epoch, ord);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_detail = PG_EXCEPTION_DETAIL;
+            v_ok := false;
+        END;
+        IF v_ok THEN
+            FOR k IN 1..p_counts[j] LOOP
+                IF NOT v_dups[k] THEN
+                    v_size := octet_length(p_blobs[v_first + k - 1]);
+                    v_shard := relay_shard(p_mailboxes[v_first + k - 1]);
+                    v_pending := v_pending + v_size;
+                    v_entries[v_shard] := v_entries[v_shard] + 1;
+                    v_bytes[v_shard] := v_bytes[v_shard] + v_size;
+                END IF;
+                RETURN QUERY SELECT j, v_seqs[k], v_dups[k], v_eps[k], NULL::text, NULL::text;
+            END LOOP;
+        ELSE
+            RETURN QUERY SELECT j, NULL::bigint, NULL::boolean, NULL::bigint, v_state, v_detail;
+        END IF;
+        v_first := v_last + 1;
+    END LOOP;
+    FOR s IN 0..15 LOOP
+        IF v_entries[s] <> 0 THEN
+            UPDATE relay_totals SET entries = entries + v_entries[s], bytes = bytes + v_bytes[s]
+                WHERE shard = s;
+        END IF;
     END LOOP;
 END $$;
 
@@ -185,13 +267,20 @@ END $$;
 
 -- One sweep step: at most p_limit expired entries, then at most p_limit expired
 -- mailboxes. Only one node sweeps at a time (an advisory lock others skip over).
+-- Lock order: mailbox rows only with SKIP LOCKED (never waiting for one), relay_totals
+-- last, in shard order, as relay_append_batch does: so the two cannot deadlock.
 CREATE FUNCTION relay_sweep(p_now bigint, p_limit int)
 RETURNS TABLE (o_entries bigint, o_mailboxes bigint, o_swept boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     r record;
+    m relay_mailboxes%ROWTYPE;
     v_count bigint;
     v_size bigint;
+    v_shard int;
+    d_mailboxes bigint[] := array_fill(0::bigint, ARRAY[16], ARRAY[0]);
+    d_entries bigint[] := array_fill(0::bigint, ARRAY[16], ARRAY[0]);
+    d_bytes bigint[] := array_fill(0::bigint, ARRAY[16], ARRAY[0]);
     n_entries bigint := 0;
     n_mailboxes bigint := 0;
 BEGIN
@@ -210,12 +299,25 @@ BEGIN
             RETURNING octet_length(blob) AS size
         ) SELECT count(*), coalesce(sum(gone.size), 0) INTO v_count, v_size FROM gone;
         UPDATE relay_mailboxes SET entries = entries - v_count, bytes = bytes - v_size WHERE id = r.id;
-        UPDATE relay_totals SET entries = entries - v_count, bytes = bytes - v_size WHERE shard = relay_shard(r.id);
+        v_shard := relay_shard(r.id);
+        d_entries[v_shard] := d_entries[v_shard] - v_count;
+        d_bytes[v_shard] := d_bytes[v_shard] - v_size;
         n_entries := n_entries + v_count;
     END LOOP;
     FOR r IN SELECT id FROM relay_mailboxes WHERE expires_at <= p_now ORDER BY id LIMIT p_limit FOR UPDATE SKIP LOCKED LOOP
-        PERFORM relay_drop_mailbox(r.id);
+        DELETE FROM relay_mailboxes WHERE id = r.id RETURNING * INTO m;
+        DELETE FROM relay_entries WHERE mailbox = r.id;
+        v_shard := relay_shard(r.id);
+        d_mailboxes[v_shard] := d_mailboxes[v_shard] - 1;
+        d_entries[v_shard] := d_entries[v_shard] - m.entries;
+        d_bytes[v_shard] := d_bytes[v_shard] - m.bytes;
         n_mailboxes := n_mailboxes + 1;
+    END LOOP;
+    FOR s IN 0..15 LOOP
+        IF d_mailboxes[s] <> 0 OR d_entries[s] <> 0 OR d_bytes[s] <> 0 THEN
+            UPDATE relay_totals SET mailboxes = mailboxes + d_mailboxes[s],
+                entries = entries + d_entries[s], bytes = bytes + d_bytes[s] WHERE shard = s;
+        END IF;
     END LOOP;
     RETURN QUERY SELECT n_entries, n_mailboxes, true;
 END $$;
