@@ -96,10 +96,12 @@ class Writer:
         self._buf = bytearray()
 
     def _uint(self, value: int, size: int) -> Writer:
-        if not 0 <= value < 1 << (8 * size):
+        try:
+            # to_bytes refuses negative values and values too wide for ``size``.
+            self._buf += value.to_bytes(size, "big")
+        except OverflowError:
             # A caller bug (e.g. a negative index), not something a peer can cause.
-            raise UsageError(f"value does not fit a uint{8 * size}")
-        self._buf += value.to_bytes(size, "big")
+            raise UsageError(f"value does not fit a uint{8 * size}") from None
         return self
 
     def uint8(self, value: int) -> Writer:
@@ -129,7 +131,11 @@ class Writer:
 
     def opaque(self, data: bytes) -> Writer:
         """``opaque data<V>``: varint length then the bytes."""
-        self._buf += encode_varint(len(data))
+        size = len(data)
+        if size < 1 << 6:
+            self._buf.append(size)  # the one-byte varint, the usual case
+        else:
+            self._buf += encode_varint(size)
         self._buf += data
         return self
 

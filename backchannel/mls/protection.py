@@ -208,8 +208,10 @@ def _ratchet_type(content_type: ContentType) -> RatchetType:
 
 
 def _guarded_nonce(nonce: bytes, reuse_guard: bytes) -> bytes:
-    head = bytes(a ^ b for a, b in zip(nonce[:4], reuse_guard, strict=True))
-    return head + nonce[4:]
+    if len(reuse_guard) != 4:
+        raise ValueError("reuse_guard must be 4 bytes")
+    head = int.from_bytes(nonce[:4], "big") ^ int.from_bytes(reuse_guard, "big")
+    return head.to_bytes(4, "big") + nonce[4:]
 
 
 def _padding(length: int, padding_block: int) -> int:

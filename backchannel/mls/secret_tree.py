@@ -80,7 +80,7 @@ class RatchetKey:
 class HashRatchet:
     """One sender ratchet (§9.1): derives, hands out and forgets per-generation keys."""
 
-    __slots__ = ("_config", "_cs", "_secret", "_skipped", "next_generation")
+    __slots__ = ("_config", "_cs", "_peeked", "_secret", "_skipped", "next_generation")
 
     def __init__(
         self, cs: CipherSuiteImpl, secret: bytes, config: SenderRatchetConfiguration
@@ -91,15 +91,22 @@ class HashRatchet:
         self._skipped: dict[int, RatchetKey] = {}
         #: The generation the current ratchet secret belongs to.
         self.next_generation = 0
+        # What :meth:`get` derived for the next generation, as (ratchet secret it came
+        # from, generation, key, following secret), so that the :meth:`consume` which
+        # normally follows does not derive it all again. A pure cache of values the
+        # ratchet secret already determines (so copies may share it); never saved.
+        self._peeked: tuple[bytes, int, RatchetKey, bytes] | None = None
 
     def __repr__(self) -> str:
         return f"HashRatchet(next_generation={self.next_generation})"
 
     def _step(self, secret: bytes, generation: int) -> tuple[RatchetKey, bytes]:
+        # DeriveTreeSecret(secret, label, generation, length), the context encoded once.
         cs = self._cs
-        key = derive_tree_secret(cs, secret, "key", generation, cs.n_k)
-        nonce = derive_tree_secret(cs, secret, "nonce", generation, cs.n_n)
-        following = derive_tree_secret(cs, secret, "secret", generation, cs.n_h)
+        context = generation.to_bytes(4, "big")
+        key = expand_with_label(cs, secret, "key", context, cs.n_k)
+        nonce = expand_with_label(cs, secret, "nonce", context, cs.n_n)
+        following = expand_with_label(cs, secret, "secret", context, cs.n_h)
         return RatchetKey(generation, key, nonce), following
 
     def _check(self, generation: int) -> None:
@@ -126,6 +133,10 @@ class HashRatchet:
             return self._skipped[generation]
         assert self._secret is not None
         secret, current = self._secret, self.next_generation
+        if generation == current:
+            ratchet_key, following = self._step(secret, generation)
+            self._peeked = (secret, generation, ratchet_key, following)
+            return ratchet_key
         while current < generation:
             secret = derive_tree_secret(self._cs, secret, "secret", current, self._cs.n_h)
             current += 1
@@ -144,9 +155,14 @@ class HashRatchet:
             return self._skipped.pop(generation)
         assert self._secret is not None
         secret = self._secret
+        peeked, self._peeked = self._peeked, None
         while True:
             current = self.next_generation
-            ratchet_key, following = self._step(secret, current)
+            if peeked is not None and peeked[0] is secret and peeked[1] == current:
+                ratchet_key, following = peeked[2], peeked[3]
+            else:
+                ratchet_key, following = self._step(secret, current)
+            peeked = None
             secret = following
             self.next_generation = current + 1
             if current == generation:
@@ -164,6 +180,7 @@ class HashRatchet:
         twin._secret = self._secret
         twin._skipped = dict(self._skipped)
         twin.next_generation = self.next_generation
+        twin._peeked = self._peeked
         return twin
 
     def encode(self, w: Writer) -> None:
@@ -201,7 +218,7 @@ class HashRatchet:
 class SecretTree:
     """The secret tree of one epoch (§9), with lazily derived, deleted-after-use secrets."""
 
-    __slots__ = ("_config", "_cs", "_n_leaves", "_nodes", "_ratchets")
+    __slots__ = ("_config", "_cs", "_n_leaves", "_nodes", "_owned", "_ratchets")
 
     def __init__(
         self,
@@ -225,6 +242,9 @@ class SecretTree:
         self._config = config or SenderRatchetConfiguration()
         self._nodes: dict[int, bytes] = {treemath.root(n_leaves): encryption_secret}
         self._ratchets: dict[tuple[int, RatchetType], HashRatchet] = {}
+        # Keys of the ratchets this tree owns outright. The others are shared with a
+        # tree made by copy() (copy-on-write) and are copied before their first change.
+        self._owned: set[tuple[int, RatchetType]] = set()
 
     def __repr__(self) -> str:
         return f"SecretTree(n_leaves={self._n_leaves})"
@@ -272,19 +292,30 @@ class SecretTree:
         Raises:
             ValidationError: ``leaf_index`` is outside the tree.
         """
-        existing = self._ratchets.get((leaf_index, ratchet_type))
+        key = (leaf_index, ratchet_type)
+        existing = self._ratchets.get(key)
         if existing is not None:
+            if key not in self._owned:
+                existing = self._ratchets[key] = existing.copy()
+                self._owned.add(key)
             return existing
         leaf_secret = self._leaf_secret(leaf_index, store=True)
         for kind in RatchetType:
             self._ratchets[(leaf_index, kind)] = self._new_ratchet(leaf_secret, kind)
-        return self._ratchets[(leaf_index, ratchet_type)]
+            self._owned.add((leaf_index, kind))
+        return self._ratchets[key]
 
     def copy(self) -> SecretTree:
-        """An independent copy, so a caller can try a message and keep the result only on success."""
+        """An independent copy, so a caller can try a message and keep the result only on success.
+
+        Cheap whatever the number of ratchets: the two trees share the ratchets until
+        either changes one, which copies it first. A ratchet fetched with
+        :meth:`ratchet` before the copy must be fetched again before it is used after it.
+        """
         twin = SecretTree(self._cs, b"", self._n_leaves, self._config)
         twin._nodes = dict(self._nodes)
-        twin._ratchets = {k: r.copy() for k, r in self._ratchets.items()}
+        twin._ratchets = dict(self._ratchets)
+        self._owned = set()
         return twin
 
     def encode(self, w: Writer) -> None:
@@ -317,6 +348,7 @@ class SecretTree:
             )
         )
         tree._ratchets = dict(ratchets)
+        tree._owned = set(tree._ratchets)
         return tree
 
     def get(self, leaf_index: int, ratchet_type: RatchetType, generation: int) -> RatchetKey:

@@ -84,23 +84,34 @@ def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
     return hmac.digest(salt, ikm, hash_name)
 
 
+_DIGEST_SIZES: dict[str, int] = {"sha256": 32, "sha384": 48, "sha512": 64}
+
+
+def _digest_size(hash_name: str) -> int:
+    size = _DIGEST_SIZES.get(hash_name)
+    if size is None:
+        size = _DIGEST_SIZES[hash_name] = hashlib.new(hash_name).digest_size
+    return size
+
+
 def hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
     """HKDF-Expand (RFC 5869 §2.3).
 
     Raises:
         ValueError: ``length`` is above 255 hash lengths.
     """
-    size = hashlib.new(hash_name).digest_size
+    size = _digest_size(hash_name)
+    if 0 < length <= size:
+        # The common case (every MLS key, nonce and secret): a single block.
+        return hmac.digest(prk, info + b"\x01", hash_name)[:length]
     if length > 255 * size:
         raise ValueError("HKDF-Expand length must be at most 255 * Nh")
-    out = b""
+    blocks = []
     block = b""
-    counter = 1
-    while len(out) < length:
-        block = hmac.digest(prk, block + info + bytes([counter]), hash_name)
-        out += block
-        counter += 1
-    return out[:length]
+    for counter in range(1, -(-length // size) + 1):
+        block = hmac.digest(prk, block + info + bytes((counter,)), hash_name)
+        blocks.append(block)
+    return b"".join(blocks)[:length]
 
 
 def labeled_extract(

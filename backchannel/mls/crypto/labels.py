@@ -6,7 +6,7 @@ function except :func:`ref_hash` prefixes them with ``"MLS 1.0 "`` as the RFC sa
 
 from __future__ import annotations
 
-from ..codec import Writer
+from ..codec import Writer, encode_varint
 from .hpke import HPKEPrivateKey, HPKEPublicKey
 from .signatures import SignaturePrivateKey, SignaturePublicKey
 from .suites import CipherSuiteImpl
@@ -26,9 +26,42 @@ __all__ = [
 
 _PREFIX = b"MLS 1.0 "
 
+# Encoded constant parts of the labeled structs, per (label[, length]). Labels come
+# from a small fixed set (plus application exporter labels), so the caches stay small;
+# they stop growing at _CACHE_MAX entries all the same.
+_CACHE_MAX = 1024
+_OPAQUE_LABELS: dict[str | bytes, bytes] = {}
+_KDF_LABEL_PREFIXES: dict[tuple[str | bytes, int], bytes] = {}
+
 
 def _label(label: str | bytes) -> bytes:
     return _PREFIX + (label.encode() if isinstance(label, str) else bytes(label))
+
+
+def _opaque_label(label: str | bytes) -> bytes:
+    """``opaque label<V> = "MLS 1.0 " + Label``, encoded."""
+    cacheable = type(label) is str or type(label) is bytes
+    if cacheable:
+        cached = _OPAQUE_LABELS.get(label)
+        if cached is not None:
+            return cached
+    encoded = Writer().opaque(_label(label)).to_bytes()
+    if cacheable and len(_OPAQUE_LABELS) < _CACHE_MAX:
+        _OPAQUE_LABELS[label] = encoded
+    return encoded
+
+
+def _kdf_label_prefix(label: str | bytes, length: int) -> bytes:
+    """``uint16 length; opaque label<V>`` of a KDFLabel, encoded."""
+    cacheable = type(label) is str or type(label) is bytes
+    if cacheable:
+        cached = _KDF_LABEL_PREFIXES.get((label, length))
+        if cached is not None:
+            return cached
+    encoded = Writer().uint16(length).raw(_opaque_label(label)).to_bytes()
+    if cacheable and len(_KDF_LABEL_PREFIXES) < _CACHE_MAX:
+        _KDF_LABEL_PREFIXES[(label, length)] = encoded
+    return encoded
 
 
 def expand_with_label(
@@ -39,7 +72,7 @@ def expand_with_label(
     ``KDF.Expand(Secret, KDFLabel, Length)`` where ``KDFLabel`` is
     ``{uint16 length; opaque label<V> = "MLS 1.0 " + Label; opaque context<V>}``.
     """
-    kdf_label = Writer().uint16(length).opaque(_label(label)).opaque(context).to_bytes()
+    kdf_label = _kdf_label_prefix(label, length) + encode_varint(len(context)) + context
     return cs.kdf_expand(secret, kdf_label, length)
 
 
@@ -59,7 +92,7 @@ def derive_tree_secret(
 
 
 def _sign_content(label: str | bytes, content: bytes) -> bytes:
-    return Writer().opaque(_label(label)).opaque(content).to_bytes()
+    return _opaque_label(label) + encode_varint(len(content)) + content
 
 
 def sign_with_label(
@@ -101,7 +134,7 @@ def verify_with_label(
 
 
 def _encrypt_context(label: str | bytes, context: bytes) -> bytes:
-    return Writer().opaque(_label(label)).opaque(context).to_bytes()
+    return _opaque_label(label) + encode_varint(len(context)) + context
 
 
 def encrypt_with_label(

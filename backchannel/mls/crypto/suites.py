@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from ..errors import ValidationError, VerificationError
@@ -79,6 +79,17 @@ class CipherSuiteImpl:
     hpke: HPKESuite
     #: Signature algorithm for credentials, leaves and framing.
     signature_scheme: SignatureScheme
+    # Looked up once: these sit on the per-message path (every ExpandWithLabel).
+    _hash_name: str = field(init=False, repr=False, compare=False)
+    _n_h: int = field(init=False, repr=False, compare=False)
+    _n_k: int = field(init=False, repr=False, compare=False)
+    _n_n: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash_name", self.hpke.kdf_id.hash_name)
+        object.__setattr__(self, "_n_h", self.hpke.kdf_id.n_h)
+        object.__setattr__(self, "_n_k", self.hpke.aead_id.n_k)
+        object.__setattr__(self, "_n_n", self.hpke.aead_id.n_n)
 
     @property
     def kem_id(self) -> KemId:
@@ -98,30 +109,30 @@ class CipherSuiteImpl:
     @property
     def hash_name(self) -> str:
         """The hashlib name of the suite's hash (also HKDF's and HMAC's)."""
-        return self.hpke.kdf_id.hash_name
+        return self._hash_name
 
     @property
     def n_h(self) -> int:
         """KDF.Nh: hash/extract output length in bytes (also the MAC length)."""
-        return self.hpke.kdf_id.n_h
+        return self._n_h
 
     @property
     def n_k(self) -> int:
         """AEAD.Nk: AEAD key length in bytes."""
-        return self.hpke.aead_id.n_k
+        return self._n_k
 
     @property
     def n_n(self) -> int:
         """AEAD.Nn: AEAD nonce length in bytes."""
-        return self.hpke.aead_id.n_n
+        return self._n_n
 
     def hash(self, data: bytes) -> bytes:
         """Hash(data) with the suite's hash function."""
-        return hashlib.new(self.hash_name, data).digest()
+        return hashlib.new(self._hash_name, data).digest()
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """MAC(key, data): HMAC with the suite's hash (RFC 9420 §5.1)."""
-        return hmac.digest(key, data, self.hash_name)
+        return hmac.digest(key, data, self._hash_name)
 
     def verify_mac(self, key: bytes, data: bytes, tag: bytes) -> None:
         """Check a MAC in constant time.
@@ -134,11 +145,14 @@ class CipherSuiteImpl:
 
     def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
         """KDF.Extract(salt, ikm) (HKDF-Extract, RFC 5869 §2.2)."""
-        return hkdf_extract(self.hash_name, salt, ikm)
+        return hkdf_extract(self._hash_name, salt, ikm)
 
     def kdf_expand(self, prk: bytes, info: bytes, length: int) -> bytes:
         """KDF.Expand(prk, info, length) (HKDF-Expand, RFC 5869 §2.3)."""
-        return hkdf_expand(self.hash_name, prk, info, length)
+        if 0 < length <= self._n_h:
+            # One HKDF block, T(1) = HMAC(prk, info || 0x01): every MLS key and secret.
+            return hmac.digest(prk, info + b"\x01", self._hash_name)[:length]
+        return hkdf_expand(self._hash_name, prk, info, length)
 
     def aead_seal(self, key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
         """AEAD.Seal(key, nonce, aad, plaintext) -> ciphertext || tag.
