@@ -37,6 +37,7 @@ from .framing import (
     SenderType,
     WireFormat,
 )
+from .group_state import EpochState, scrub
 from .key_package_ops import KeyPackageIn
 from .key_packages import KeyPackage
 from .key_schedule import EpochSecrets, external_init_decap, external_key_pair
@@ -256,6 +257,23 @@ class NextEpoch:
     applied: Applied
     #: The number of the epoch the commit starts.
     epoch: int
+
+    def established(self) -> EpochState:
+        """The epoch state this member keeps once the commit is merged (secrets scrubbed).
+
+        Raises:
+            UsageError: this member was removed by the commit, so it has no new epoch.
+        """
+        if self.context is None or self.secrets is None or self.private_keys is None:
+            raise UsageError("this member has no new epoch: the commit removed it")
+        return EpochState(
+            self.context,
+            self.tree,
+            self.private_keys,
+            scrub(self.secrets),
+            self.interim_transcript_hash,
+            self.confirmation_tag,
+        )
 
     def summary_kwargs(self, my_leaf: int | None) -> dict[str, object]:
         """Field values for a :class:`~.events.CommitEvent`."""

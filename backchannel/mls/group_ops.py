@@ -58,7 +58,6 @@ from .group_state import (
     Operation,
     PastEpoch,
     PendingCommit,
-    scrub,
 )
 from .key_schedule import EpochSecrets
 from .messages import (
@@ -232,18 +231,9 @@ def update_leaf(state: GroupState) -> tuple[LeafNode, HPKEPrivateKey]:
 
 
 def _epoch_from(nxt: NextEpoch, config: GroupConfig) -> tuple[EpochState, SecretTree, EpochSecrets]:
-    assert nxt.context is not None
-    assert nxt.secrets is not None
-    assert nxt.private_keys is not None
-    epoch = EpochState(
-        nxt.context,
-        nxt.tree,
-        nxt.private_keys,
-        scrub(nxt.secrets),
-        nxt.interim_transcript_hash,
-        nxt.confirmation_tag,
-    )
+    epoch = nxt.established()
     full = nxt.secrets
+    assert full is not None  # established() has checked it
     tree = SecretTree(
         full.suite, full.encryption_secret, nxt.tree.n_leaves, config.ratchet_config()
     )

@@ -31,7 +31,7 @@ from .crypto.suites import CipherSuiteImpl, get_cipher_suite
 from .errors import DecodeError, ValidationError, VerificationError
 from .extensions import Extension, ExtensionType, ExternalPub, find_extension
 from .framing import MLSMessage, Sender, WireFormat
-from .group_state import EpochState, GroupConfig, GroupState, initial_state, scrub
+from .group_state import GroupConfig, GroupState, initial_state
 from .key_package_ops import KeyPackageBundle, default_capabilities
 from .key_packages import KeyPackage
 from .key_schedule import (
@@ -447,17 +447,8 @@ def join_by_external_commit(
         authenticated_data=authenticated_data,
     )
     nxt = created.next
-    assert nxt.context is not None
-    assert nxt.secrets is not None
-    assert nxt.private_keys is not None
-    epoch = EpochState(
-        nxt.context,
-        nxt.tree,
-        nxt.private_keys,
-        scrub(nxt.secrets),
-        nxt.interim_transcript_hash,
-        nxt.confirmation_tag,
-    )
+    epoch = nxt.established()
+    assert nxt.secrets is not None  # established() has checked it
     state = initial_state(config, signature_key, epoch, nxt.secrets)
     state.external_psks = tuple(sorted(psks.items()))
     message = protect_public_message(cs, created.content, base.context, b"")
