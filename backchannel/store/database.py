@@ -346,16 +346,7 @@ class Database:
                 f"Cannot create the profile folder ({exc.strerror})."
             ) from None
 
-        def job() -> tuple[Connection, Header]:
-            conn, header = _create_files(paths, passphrase, kdf)
-            try:
-                apply_migrations(conn)
-            except BaseException:
-                conn.close()
-                raise
-            return conn, header
-
-        return await cls._start(paths, job)
+        return await cls._start(paths, lambda: _create_files(paths, passphrase, kdf))
 
     @classmethod
     async def open(cls, directory: Path, passphrase: str | bytes) -> Database:
@@ -372,8 +363,17 @@ class Database:
         if not paths.directory.is_dir():
             raise NoProfile
 
+        return await cls._start(paths, lambda: _unlock_files(paths, passphrase))
+
+    @classmethod
+    async def _start(
+        cls, paths: ProfilePaths, open_files: Callable[[], tuple[Connection, Header]]
+    ) -> Database:
+        """Take the profile lock, then open (or create) and migrate the database on the
+        store's own thread."""
+
         def job() -> tuple[Connection, Header]:
-            conn, header = _unlock_files(paths, passphrase)
+            conn, header = open_files()
             try:
                 apply_migrations(conn)
             except BaseException:
@@ -381,12 +381,6 @@ class Database:
                 raise
             return conn, header
 
-        return await cls._start(paths, job)
-
-    @classmethod
-    async def _start(
-        cls, paths: ProfilePaths, job: Callable[[], tuple[Connection, Header]]
-    ) -> Database:
         try:
             lock_fd = _take_lock(paths.lock)
         except OSError as exc:
