@@ -28,7 +28,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,129 +52,15 @@ from .base import (
     StoreLimits,
     StoreStats,
     SweepResult,
-    migration_scripts,
     round_up,
 )
+from .sqlite_tx import Job, MailboxRow, Totals, Transaction, apply_migrations, connect
 
 __all__ = ["SQLiteStore", "apply_migrations"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SWEEP_CHUNK = 500  # rows per sweep transaction: keeps each one short on the loop
-_ROW_CACHE_MAX = 50_000
-
-
-def apply_migrations(conn: sqlite3.Connection) -> int:
-    """Apply the numbered migrations newer than ``PRAGMA user_version``; returns the version."""
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
-    for number, script in migration_scripts("sqlite"):
-        if number > current:
-            conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
-            current = number
-    return int(current)
-
-
-def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    if readonly:
-        conn.execute("PRAGMA query_only = ON")
-    else:
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL in WAL mode syncs the WAL on every commit: an ack means durable.
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA fullfsync = ON")
-        # Deleted ciphertext and keys are overwritten, not left in free pages.
-        conn.execute("PRAGMA secure_delete = ON")
-    return conn
-
-
-@dataclass(slots=True)
-class _Totals:
-    mailboxes: int = 0
-    entries: int = 0
-    bytes: int = 0
-
-
-@dataclass(slots=True)
-class _Row:
-    """A mailbox row as loaded inside a write transaction and updated in memory."""
-
-    id: bytes
-    ttl: int
-    epoch: int
-    head: int
-    entries: int
-    bytes: int
-    expires_at: int
-    dirty: bool = False
-
-
-@dataclass(slots=True)
-class _Tx:
-    """What a transaction function sees: the connection, time, limits and running totals.
-
-    ``cache`` holds mailbox rows across transactions: the writer thread is the only
-    writer, so a cached row is the truth once its transaction commits. Rows changed by
-    appends are written back once per transaction (:meth:`flush`), not once per entry.
-    """
-
-    conn: sqlite3.Connection
-    limits: StoreLimits
-    totals: _Totals
-    disk_low: bool
-    cache: dict[bytes, _Row]
-    delta: _Totals = field(default_factory=_Totals)
-    appended: list[Appended] = field(default_factory=list)
-    dirty: dict[bytes, _Row] = field(default_factory=dict)
-
-    def load(self, mailbox: bytes, now: float) -> _Row:
-        row = self.cache.get(mailbox)
-        if row is None:
-            found = self.conn.execute(
-                "SELECT ttl, epoch, head, entries, bytes, expires_at FROM mailboxes WHERE id = ?",
-                (mailbox,),
-            ).fetchone()
-            if found is None:
-                raise CapabilityDenied()
-            if len(self.cache) >= _ROW_CACHE_MAX:
-                self.flush()
-                self.cache.clear()
-            row = self.cache[mailbox] = _Row(mailbox, *found)
-        if row.expires_at <= now:
-            raise CapabilityDenied()
-        return row
-
-    def save(self, row: _Row) -> None:
-        self.dirty[row.id] = row
-
-    def flush(self) -> None:
-        """Write changed rows, so plain SQL in this transaction sees them."""
-        if self.dirty:
-            self.conn.executemany(
-                "UPDATE mailboxes SET epoch = ?, head = ?, entries = ?, bytes = ?, expires_at = ? "
-                "WHERE id = ?",
-                [
-                    (r.epoch, r.head, r.entries, r.bytes, r.expires_at, r.id)
-                    for r in self.dirty.values()
-                ],
-            )
-            self.dirty.clear()
-
-    def forget(self, mailbox: bytes) -> None:
-        """A job changed this mailbox's row with plain SQL: reload it next time."""
-        self.cache.pop(mailbox, None)
-
-
-@dataclass(slots=True)
-class _Job:
-    fn: Callable[[_Tx], Any]
-    future: asyncio.Future[Any]
-    #: False for jobs that check everything before their first write (appends): they
-    #: need no savepoint, which saves two statements per append.
-    savepoint: bool = True
 
 
 class SQLiteStore(MailboxStore):
@@ -186,11 +71,11 @@ class SQLiteStore(MailboxStore):
         self.path = Path(path)
         self.limits = limits or StoreLimits()
         self._readers = readers
-        self._pending: collections.deque[_Job] = collections.deque()
+        self._pending: collections.deque[Job] = collections.deque()
         self._committing = False  # a batch is between BEGIN and the end of its COMMIT
         self._idle = asyncio.Event()
-        self._totals = _Totals()
-        self._rows: dict[bytes, _Row] = {}  # the writer's row cache (see _Tx)
+        self._totals = Totals()
+        self._rows: dict[bytes, MailboxRow] = {}  # the writer's row cache (see Transaction)
         self._commit_pool: ThreadPoolExecutor | None = None
         self._lock_file: int | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -229,13 +114,13 @@ class SQLiteStore(MailboxStore):
     def _prepare(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock()
-        conn = _connect(self.path)
+        conn = connect(self.path)
         try:
             apply_migrations(conn)
             mailboxes, entries, size = conn.execute(
                 "SELECT count(*), coalesce(sum(entries), 0), coalesce(sum(bytes), 0) FROM mailboxes"
             ).fetchone()
-            self._totals = _Totals(mailboxes, entries, size)
+            self._totals = Totals(mailboxes, entries, size)
         except BaseException:
             conn.close()
             self._unlock()
@@ -270,11 +155,11 @@ class SQLiteStore(MailboxStore):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[_Tx], T], *, savepoint: bool = True) -> T:
+    async def _write(self, fn: Callable[[Transaction], T], *, savepoint: bool = True) -> T:
         if self._closed or self._loop is None:
             raise StoreUnavailable()
         future: asyncio.Future[T] = self._loop.create_future()
-        self._pending.append(_Job(fn, future, savepoint))
+        self._pending.append(Job(fn, future, savepoint))
         if not self._committing:
             self._committing = True
             self._idle.clear()
@@ -289,7 +174,7 @@ class SQLiteStore(MailboxStore):
         def run() -> T:
             conn = getattr(self._local, "conn", None)
             if conn is None:
-                conn = self._local.conn = _connect(self.path, readonly=True)
+                conn = self._local.conn = connect(self.path, readonly=True)
             try:
                 return fn(conn)
             except RelayError:
@@ -334,8 +219,8 @@ class SQLiteStore(MailboxStore):
     def _after_commit(
         self,
         done: asyncio.Future[None],
-        results: list[tuple[_Job, Any, BaseException | None]],
-        tx: _Tx,
+        results: list[tuple[Job, Any, BaseException | None]],
+        tx: Transaction,
     ) -> None:
         exc = done.exception()
         if exc is not None:
@@ -360,8 +245,8 @@ class SQLiteStore(MailboxStore):
         return st.f_bavail * st.f_frsize < self.limits.min_free_disk_bytes
 
     def _run_batch(
-        self, conn: sqlite3.Connection, batch: list[_Job]
-    ) -> tuple[list[tuple[_Job, Any, BaseException | None]], _Tx] | None:
+        self, conn: sqlite3.Connection, batch: list[Job]
+    ) -> tuple[list[tuple[Job, Any, BaseException | None]], Transaction] | None:
         """Run ``batch`` up to (not including) COMMIT; None if nothing is left to commit."""
         pending = batch
         while pending:
@@ -372,14 +257,14 @@ class SQLiteStore(MailboxStore):
         return None
 
     def _run_transaction(
-        self, conn: sqlite3.Connection, batch: list[_Job]
-    ) -> list[_Job] | tuple[list[tuple[_Job, Any, BaseException | None]], _Tx]:
+        self, conn: sqlite3.Connection, batch: list[Job]
+    ) -> list[Job] | tuple[list[tuple[Job, Any, BaseException | None]], Transaction]:
         """Run ``batch`` in one open transaction and return its results, ready to commit;
         or, if the transaction had to be abandoned, the jobs to run again in a new one."""
-        tx = _Tx(conn, self.limits, self._totals, self._disk_low(), self._rows)
-        results: list[tuple[_Job, Any, BaseException | None]] = []
+        tx = Transaction(conn, self.limits, self._totals, self._disk_low(), self._rows)
+        results: list[tuple[Job, Any, BaseException | None]] = []
 
-        def abandon(job: _Job, exc: BaseException) -> list[_Job]:
+        def abandon(job: Job, exc: BaseException) -> list[Job]:
             # The transaction is lost (SQLite rolled it back, or a job failed halfway
             # without a savepoint): this job fails alone, the others start over.
             if conn.in_transaction:
@@ -412,7 +297,7 @@ class SQLiteStore(MailboxStore):
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     self._rows.clear()
-                    tx.delta = _Totals(*before[:3])
+                    tx.delta = Totals(*before[:3])
                     del tx.appended[before[3] :]
                     results.append((job, None, self._map_error(exc)))
                 else:
@@ -442,7 +327,7 @@ class SQLiteStore(MailboxStore):
         return InternalError()
 
     def _resolve(
-        self, results: list[tuple[_Job, Any, BaseException | None]], appended: list[Appended]
+        self, results: list[tuple[Job, Any, BaseException | None]], appended: list[Appended]
     ) -> None:
         # Listeners first: by the time a writer sees its ack, every subscriber's push is
         # already queued.
@@ -461,7 +346,7 @@ class SQLiteStore(MailboxStore):
     async def create_mailbox(self, mailbox: bytes, keys: MailboxKeys, ttl: int, now: float) -> None:
         granularity = self.limits.expiry_granularity
 
-        def tx_fn(tx: _Tx) -> None:
+        def tx_fn(tx: Transaction) -> None:
             if tx.disk_low or tx.totals.bytes + tx.delta.bytes >= tx.limits.store_max_bytes:
                 raise StoreFull()
             old = tx.conn.execute(
@@ -488,7 +373,7 @@ class SQLiteStore(MailboxStore):
         await self._write(tx_fn)
 
     @staticmethod
-    def _drop_mailbox(tx: _Tx, mailbox: bytes) -> None:
+    def _drop_mailbox(tx: Transaction, mailbox: bytes) -> None:
         count, size = tx.conn.execute(
             "SELECT entries, bytes FROM mailboxes WHERE id = ?", (mailbox,)
         ).fetchone()
@@ -511,7 +396,7 @@ class SQLiteStore(MailboxStore):
     async def touch(self, mailbox: bytes, now: float) -> None:
         granularity = self.limits.expiry_granularity
 
-        def tx_fn(tx: _Tx) -> None:
+        def tx_fn(tx: Transaction) -> None:
             row = tx.load(mailbox, now)
             new = round_up(now + row.ttl, granularity)
             if new > row.expires_at:
@@ -531,10 +416,10 @@ class SQLiteStore(MailboxStore):
         )
 
     def _append_tx(
-        self, tx: _Tx, entries: Sequence[NewEntry], epoch: int | None, now: float
+        self, tx: Transaction, entries: Sequence[NewEntry], epoch: int | None, now: float
     ) -> list[Appended]:
         """Check everything first, then write: this job runs without a savepoint, so any
-        refusal must come before the first write (see ``_Job.savepoint``)."""
+        refusal must come before the first write (see ``Job.savepoint``)."""
         conn, lim = tx.conn, tx.limits
         main = entries[0]
         main_row = tx.load(main.mailbox, now)
@@ -560,7 +445,7 @@ class SQLiteStore(MailboxStore):
         # Plan: sequence numbers and quotas on shadow counters, nothing written yet.
         shadow: dict[bytes, tuple[int, int, int]] = {}
         keys_seen: set[tuple[bytes, bytes]] = set()
-        plan: list[tuple[NewEntry, _Row, int, bool]] = []
+        plan: list[tuple[NewEntry, MailboxRow, int, bool]] = []
         extra_bytes = 0
         for entry in entries:
             row = main_row if entry.mailbox == main.mailbox else tx.load(entry.mailbox, now)
@@ -647,7 +532,7 @@ class SQLiteStore(MailboxStore):
         return await self._read(run)
 
     async def trim(self, mailbox: bytes, through: int) -> int:
-        def tx_fn(tx: _Tx) -> int:
+        def tx_fn(tx: Transaction) -> int:
             count, size = tx.conn.execute(
                 "SELECT count(*), coalesce(sum(length(blob)), 0) FROM entries WHERE mailbox = ? AND seq <= ?",
                 (mailbox, through),
@@ -668,7 +553,7 @@ class SQLiteStore(MailboxStore):
         return await self._write(tx_fn)
 
     async def rotate(self, mailbox: bytes, keys: MailboxKeys) -> None:
-        def tx_fn(tx: _Tx) -> None:
+        def tx_fn(tx: Transaction) -> None:
             cur = tx.conn.execute(
                 "UPDATE mailboxes SET read_key = ?, write_key = ?, admin_key = ? WHERE id = ?",
                 (keys.read_key, keys.write_key, keys.admin_key, mailbox),
@@ -679,7 +564,7 @@ class SQLiteStore(MailboxStore):
         await self._write(tx_fn)
 
     async def sweep(self, now: float) -> SweepResult:
-        def tx_fn(tx: _Tx) -> tuple[int, bool]:
+        def tx_fn(tx: Transaction) -> tuple[int, bool]:
             rows = tx.conn.execute(
                 "SELECT mailbox, seq, length(blob) FROM entries WHERE expires_at <= ? LIMIT ?",
                 (now, _SWEEP_CHUNK),
@@ -700,7 +585,7 @@ class SQLiteStore(MailboxStore):
                 tx.delta.bytes -= size
             return len(rows), len(rows) == _SWEEP_CHUNK
 
-        def drop_mailboxes(tx: _Tx) -> int:
+        def drop_mailboxes(tx: Transaction) -> int:
             gone = tx.conn.execute(
                 "SELECT id FROM mailboxes WHERE expires_at <= ? LIMIT ?", (now, _SWEEP_CHUNK)
             ).fetchall()
