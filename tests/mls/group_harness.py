@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import pytest
+
 from backchannel.mls.credentials import BasicCredential
 from backchannel.mls.crypto.signatures import SignaturePrivateKey
 from backchannel.mls.crypto.suites import get_cipher_suite
+from backchannel.mls.errors import MLSError
 from backchannel.mls.events import (
     CommitApplied,
     OwnMessage,
@@ -150,3 +153,11 @@ class Harness:
         for name in self.others(sender) if to is None else to:
             event = self.members[name].process(wire)
             assert getattr(event, "data", None) == data
+
+
+def assert_rejected(group: Group, message: bytes, error: type[MLSError] = MLSError) -> None:
+    """``group`` refuses ``message`` with ``error`` and its state is byte-for-byte unchanged."""
+    before = group.to_bytes()
+    with pytest.raises(error):
+        group.process(message)
+    assert group.to_bytes() == before
