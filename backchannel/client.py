@@ -1,24 +1,50 @@
-"""The client façade: one async object a UI talks to (profiles, relay connection, events).
+"""The client façade: one async object a UI talks to (profile, rooms, invites, events).
 
-This first part opens and creates profiles (the encrypted store and the device
-identity), runs the embedded relay when the profile has none, and keeps the relay
-connection. Rooms arrive on top of it with the MLS group layer.
+Theory of operation
+-------------------
+A :class:`Client` is one unlocked profile. :meth:`Client.start` starts the embedded
+relay if the profile has none, connects (:class:`~.transport.connection.RelayConnection`),
+follows every mailbox the profile reads (room mailboxes, invite drops, join inboxes)
+from its stored cursor, and starts the outbox sender. One task pumps the
+connection's entries through :mod:`.engine`, which runs the room protocol
+(docs/room-protocol.md) and writes every effect of one entry (room state,
+messages, members, cursor) in one store transaction, so a crash never loses or
+replays an entry.
+
+Own changes are MLS commits offered to the relay with the mailbox's epoch
+compare-and-set: the commit is saved (in the MLS state, as the pending commit)
+before it is offered and re-offered with the same idempotency key after a crash;
+a commit that loses the race is discarded, the winner is read, and the change is
+tried again. Messages go through the store's outbox: saved first, then sent with
+an idempotency key, so a crash neither loses nor duplicates them.
+
+Everything that happens comes out of :meth:`Client.events` as :mod:`.views` events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .embedded import EmbeddedRelay, free_port
+from .engine import DEFAULT_SELF_UPDATE_SECONDS, Engine
 from .errors import BackchannelError, ProfileError
 from .identity import DeviceIdentity
 from .locations import embedded_relay_dir
 from .store import NoProfile, ProfileExists, ProfileLocked, Store, StoreError, WrongPassphrase
-from .transport.connection import ConnectionState, LinkState, RelayConnection
+from .transport.connection import RelayConnection
+from .views import (
+    ClientEvent,
+    ConnectionChanged,
+    JoinAnswered,
+    MemberView,
+    MessageView,
+    RequestView,
+    RoomSummary,
+)
 
 __all__ = ["Client", "ClientEvent", "ConnectionChanged", "ProfileInfo"]
 
@@ -36,18 +62,6 @@ class ProfileInfo:
     relay: str
     embedded_relay: bool
     cipher_suite: int
-
-
-class ClientEvent:
-    """Base of everything :meth:`Client.events` yields."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionChanged(ClientEvent):
-    """The relay connection went up, down, or is retrying."""
-
-    state: str
-    detail: str = ""
 
 
 def _profile_error(exc: StoreError, home: Path) -> ProfileError:
@@ -74,7 +88,17 @@ def _parse_listen(listen: str) -> tuple[str, int]:
 
 
 class Client:
-    """An open profile. Create with :meth:`create` or :meth:`open`; finish with :meth:`close`."""
+    """An open profile. Create with :meth:`create` or :meth:`open`; finish with :meth:`close`.
+
+    Example::
+
+        client = await Client.open(home, passphrase)
+        await client.start()
+        room = await client.create_room("Water talks")
+        link = await client.invite(room.id, uses=3)
+        async for event in client.events():
+            ...
+    """
 
     def __init__(
         self,
@@ -91,8 +115,11 @@ class Client:
         self._listen = listen
         self._embedded: EmbeddedRelay | None = None
         self.connection: RelayConnection | None = None
+        self._engine: Engine | None = None
         self._events: asyncio.Queue[ClientEvent] = asyncio.Queue()
-        self._pump: asyncio.Task[None] | None = None
+        self._self_update_seconds = DEFAULT_SELF_UPDATE_SECONDS
+
+    # -- profiles ---------------------------------------------------------------------------
 
     @classmethod
     async def create(
@@ -115,8 +142,8 @@ class Client:
             ProfileError: a profile exists there, or the arguments are unusable.
         """
         name = name.strip()
-        if not name or len(name) > 64:
-            raise ProfileError("A display name needs 1 to 64 characters.")
+        if not name or len(name.encode()) > 64 or not name.isprintable():
+            raise ProfileError("A display name needs 1 to 64 printable characters.")
         if relay_url is not None and not relay_url.startswith(("ws://", "wss://")):
             raise ProfileError("The relay URL must start with ws:// or wss://.")
         if listen is None and relay_url is None:
@@ -169,6 +196,7 @@ class Client:
         )
 
     def info(self) -> ProfileInfo:
+        """Name, identity, relay and suite of this profile."""
         return ProfileInfo(
             name=self.identity.display_name,
             identity=self.identity.identity_id.hex(),
@@ -179,14 +207,39 @@ class Client:
 
     @property
     def relay_url(self) -> str:
+        """The WebSocket URL of the relay this profile uses."""
         if self._relay_url is not None:
             return self._relay_url
         host, port = _parse_listen(self._listen or "127.0.0.1:8765")
         shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
         return f"ws://{shown}:{port}/v1/ws"
 
+    async def use_relay(self, relay_url: str) -> None:
+        """Switch a profile that has no rooms yet to ``relay_url`` (before :meth:`start`).
+
+        Raises:
+            BackchannelError: the client is started, or the profile already has rooms.
+        """
+        if self.connection is not None:
+            raise BackchannelError("Switch relays before connecting.")
+        if not relay_url.startswith(("ws://", "wss://")):
+            raise BackchannelError("The relay URL must start with ws:// or wss://.")
+        if await self.store.rooms(include_left=True):
+            raise BackchannelError(
+                "This profile already has rooms on its relay; use another profile (--home) "
+                "for rooms on another relay."
+            )
+        await self.store.set_setting(_RELAY_URL, relay_url.encode())
+        self._relay_url = relay_url
+
+    # -- life cycle --------------------------------------------------------------------------
+
     async def start(self, *, proxy: str | None = None) -> None:
-        """Start the embedded relay if the profile uses one, and connect to the relay."""
+        """Start the embedded relay if the profile uses one, connect, and follow every mailbox.
+
+        Raises:
+            BackchannelError: the embedded relay cannot listen, or the proxy URL is bad.
+        """
         if self._relay_url is None:
             host, port = _parse_listen(self._listen or "127.0.0.1:8765")
             self._embedded = EmbeddedRelay(embedded_relay_dir(self.home), host, port)
@@ -198,21 +251,28 @@ class Client:
                     f"Cannot start the local relay on {host}:{port} ({exc.strerror or exc}); "
                     "another program may be using that port."
                 ) from None
-        self.connection = RelayConnection(self.relay_url, proxy=proxy)
+        try:
+            self.connection = RelayConnection(self.relay_url, proxy=proxy)
+        except ValueError as exc:
+            raise BackchannelError(f"Cannot use that proxy: {exc}") from None
+        self._engine = Engine(
+            self.store,
+            self.identity,
+            self.connection,
+            self._events,
+            relay_url=self.relay_url,
+            clock=time.time,
+            self_update_seconds=self._self_update_seconds,
+        )
+        await self._engine.load()
         await self.connection.start()
-        self._pump = asyncio.create_task(self._pump_transport(), name="client-transport-events")
+        await self._engine.start()
 
-    async def _pump_transport(self) -> None:
-        assert self.connection is not None
-        async for event in self.connection.events():
-            if isinstance(event, ConnectionState):
-                state = {
-                    LinkState.CONNECTED: "connected",
-                    LinkState.CONNECTING: "reconnecting",
-                    LinkState.OFFLINE: "offline",
-                    LinkState.CLOSED: "closed",
-                }[event.state]
-                await self._events.put(ConnectionChanged(state, event.detail or ""))
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise BackchannelError("The client is not started; call start() first.")
+        return self._engine
 
     async def events(self) -> AsyncIterator[ClientEvent]:
         """Everything that happens, for a UI to render, in order."""
@@ -220,11 +280,9 @@ class Client:
             yield await self._events.get()
 
     async def close(self) -> None:
-        """Disconnect, stop the embedded relay and lock the profile."""
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+        """Stop background work, disconnect, stop the embedded relay and lock the profile."""
+        if self._engine is not None:
+            await self._engine.close()
         if self.connection is not None:
             await self.connection.close()
         if self._embedded is not None:
@@ -236,3 +294,122 @@ class Client:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    # -- rooms --------------------------------------------------------------------------------
+
+    async def rooms(self) -> list[RoomSummary]:
+        """The rooms this profile is in, oldest first."""
+        return await self.engine.summaries()
+
+    async def room(self, room: str) -> RoomSummary:
+        """One room, by id (or an unambiguous title).
+
+        Raises:
+            BackchannelError: no such room.
+        """
+        return await self.engine.summary(self.engine.resolve_room(room))
+
+    async def create_room(
+        self, title: str, *, approval: str = "manual", retention_seconds: int = 0
+    ) -> RoomSummary:
+        """Open a new room with this member as its facilitator.
+
+        Args:
+            title: shown to members (never to the relay).
+            approval: ``manual`` (a facilitator decides each request) or ``auto``.
+            retention_seconds: erase messages this old everywhere (0 keeps them).
+        """
+        return await self.engine.create_room(title, approval, retention_seconds)
+
+    async def invite(self, room: str, *, uses: int = 1, expires_in: int = 7 * 86400) -> str:
+        """A new invite link for ``room`` (facilitators only)."""
+        return await self.engine.invite(self.engine.resolve_room(room), uses, expires_in)
+
+    async def join(self, link: str) -> str:
+        """Ask to join the room of an invite link; returns the request id.
+
+        The answer arrives as a :class:`~.views.JoinAnswered` event (see :meth:`wait_join`).
+        """
+        return await self.engine.join(link)
+
+    async def wait_join(self, request_id: str, timeout: float) -> JoinAnswered | None:
+        """Wait up to ``timeout`` seconds for the answer to a join request (None: no answer yet)."""
+        return await self.engine.wait_join(request_id, timeout)
+
+    async def pending_joins(self) -> list[str]:
+        """Ids of the join requests this device sent that have no answer yet."""
+        return await self.engine.pending_joins()
+
+    async def requests(self, room: str) -> list[RequestView]:
+        """Join requests waiting for a decision in ``room``."""
+        return await self.engine.requests(self.engine.resolve_room(room))
+
+    async def approve(self, room: str, request: str) -> None:
+        """Add the requester: commits the Add and sends the Welcome to their inbox."""
+        await self.engine.approve(self.engine.resolve_room(room), request)
+
+    async def deny(self, room: str, request: str) -> None:
+        """Turn a join request away; the requester is told."""
+        await self.engine.deny(self.engine.resolve_room(room), request)
+
+    async def send(self, room: str, text: str, *, reply_to: str | None = None) -> MessageView:
+        """Send a text (optionally a reply); it is queued while offline."""
+        return await self.engine.send_text(self.engine.resolve_room(room), text, reply_to)
+
+    async def edit(self, room: str, message: str, text: str) -> None:
+        """Replace the text of one of this member's messages."""
+        await self.engine.edit(self.engine.resolve_room(room), message, text)
+
+    async def delete(self, room: str, message: str) -> None:
+        """Delete one of this member's messages for everyone."""
+        await self.engine.delete(self.engine.resolve_room(room), message)
+
+    async def send_file(self, room: str, path: Path) -> MessageView:
+        """Send a file (chunked, integrity-checked, up to the configured size)."""
+        return await self.engine.send_file(self.engine.resolve_room(room), path)
+
+    async def save_file(self, room: str, message: str, destination: Path) -> Path:
+        """Write a received file to ``destination`` (a directory or a file path)."""
+        return await self.engine.save_file(self.engine.resolve_room(room), message, destination)
+
+    async def history(
+        self, room: str, *, limit: int = 50, before: str | None = None
+    ) -> list[MessageView]:
+        """A page of a room's messages, oldest first (the newest page unless ``before``)."""
+        return await self.engine.history(self.engine.resolve_room(room), limit, before)
+
+    async def search(self, room: str, query: str, *, limit: int = 50) -> list[MessageView]:
+        """Messages of a room containing every word of ``query``, newest first."""
+        return await self.engine.search(self.engine.resolve_room(room), query, limit)
+
+    async def members(self, room: str) -> list[MemberView]:
+        """Members with their roles and verification state."""
+        return await self.engine.members(self.engine.resolve_room(room))
+
+    async def remove(self, room: str, member: str) -> None:
+        """Remove a member (facilitators only); the room moves to a mailbox they cannot reach."""
+        await self.engine.remove(self.engine.resolve_room(room), member)
+
+    async def leave(self, room: str) -> None:
+        """Leave a room: a facilitator's client commits the departure."""
+        await self.engine.leave(self.engine.resolve_room(room))
+
+    async def safety_number(self, room: str, member: str) -> tuple[MemberView, str]:
+        """The member and the safety number to compare with them out of band."""
+        return await self.engine.safety_number(self.engine.resolve_room(room), member)
+
+    async def verify(self, room: str, member: str) -> MemberView:
+        """Record that the safety number was compared and matched."""
+        return await self.engine.verify(self.engine.resolve_room(room), member)
+
+    async def self_update(self, room: str) -> None:
+        """Commit a fresh key path now (normally done on a schedule)."""
+        await self.engine.self_update(self.engine.resolve_room(room))
+
+    async def sync(self, timeout: float = 15.0) -> None:
+        """Wait until every followed mailbox is read to its head and the outbox is sent.
+
+        Raises:
+            BackchannelError: the relay could not be reached within ``timeout`` seconds.
+        """
+        await self.engine.sync(timeout)

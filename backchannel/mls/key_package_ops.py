@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .codec import Reader
+from .codec import Reader, Writer
 from .credentials import Credential
 from .crypto.hpke import HPKEPrivateKey, HPKEPublicKey
 from .crypto.labels import make_key_package_ref, sign_with_label, verify_with_label
@@ -222,6 +222,40 @@ class KeyPackageBundle:
     encryption_private_key: HPKEPrivateKey = field(repr=False)
     #: Signs as the leaf's ``signature_key``.
     signature_private_key: SignaturePrivateKey = field(repr=False)
+
+    def to_bytes(self) -> bytes:
+        """The KeyPackage with its private keys, to keep (encrypted) until the Welcome comes."""
+        w = Writer()
+        w.opaque(self.key_package.key_package.to_bytes())
+        w.opaque(self.init_private_key.to_bytes()).opaque(self.encryption_private_key.to_bytes())
+        w.opaque(self.signature_private_key.to_bytes())
+        return w.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KeyPackageBundle:
+        """Restore a bundle saved with :meth:`to_bytes` (the KeyPackage is validated again).
+
+        Raises:
+            DecodeError, ValidationError, VerificationError: not a saved bundle, or its
+                KeyPackage no longer validates.
+        """
+        r = Reader(data)
+        kp_bytes, init, enc, sig = r.opaque(), r.opaque(), r.opaque(), r.opaque()
+        r.finish()
+        kp = KeyPackageIn.from_bytes(kp_bytes)
+        cs = get_cipher_suite(kp.key_package.cipher_suite)
+        verified = kp.verify(cs, None)
+        init_key = HPKEPrivateKey.from_bytes(cs.kem_id, init)
+        enc_key = HPKEPrivateKey.from_bytes(cs.kem_id, enc)
+        sig_key = SignaturePrivateKey.from_bytes(cs.signature_scheme, sig)
+        k = verified.key_package
+        if (
+            init_key.public_key().to_bytes() != k.init_key
+            or enc_key.public_key().to_bytes() != k.leaf_node.encryption_key
+            or sig_key.public_key().to_bytes() != k.leaf_node.signature_key
+        ):
+            raise ValidationError("the saved private keys do not match the KeyPackage")
+        return cls(verified, init_key, enc_key, sig_key)
 
 
 def default_capabilities(

@@ -60,6 +60,7 @@ __all__ = [
     "FileAssembler",
     "FileChunk",
     "FileManifest",
+    "Profile",
     "Reaction",
     "Text",
     "Unknown",
@@ -79,6 +80,8 @@ MAX_BODY_BYTES: Final = 16384
 MAX_EMOJI_BYTES: Final = 32
 #: Most code points in a reaction.
 MAX_EMOJI_CODEPOINTS: Final = 16
+#: Largest display name in a profile announcement, in UTF-8 bytes.
+MAX_DISPLAY_NAME_BYTES: Final = 64
 #: Largest file name, in UTF-8 bytes.
 MAX_FILE_NAME_BYTES: Final = 255
 #: Largest media type, in bytes.
@@ -265,6 +268,24 @@ class FileChunk(Content):
 
 
 @dataclass(frozen=True, slots=True)
+class Profile(Content):
+    """The sender's display name, announced to the room (docs/room-protocol.md §5).
+
+    Sent once after joining and again whenever members are added, so newcomers learn
+    every name from its owner; the latest one per sender wins.
+    """
+
+    message_id: bytes
+    sent_at_ms: int
+    #: The name to show for the sender (1 to 64 UTF-8 bytes, no control characters).
+    display_name: str
+
+    def __post_init__(self) -> None:
+        _check_common(self.message_id, self.sent_at_ms)
+        check_text(self.display_name, "display_name", 1, MAX_DISPLAY_NAME_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown(Content):
     """Content of a type this version does not know, kept whole for a later version."""
 
@@ -329,6 +350,8 @@ def encode_content(content: Content) -> bytes:
         }
         if content.media_type is not None:
             m["media_type"] = content.media_type
+    elif isinstance(content, Profile):
+        m = _common(content, "profile") | {"name": content.display_name}
     elif isinstance(content, FileChunk):
         m = _common(content, "chunk") | {
             "file": content.file_id,
@@ -411,7 +434,12 @@ def _chunk(f: Fields, mid: bytes, ts: int) -> Content:
     )
 
 
+def _profile(f: Fields, mid: bytes, ts: int) -> Content:
+    return Profile(mid, ts, f.get_str("name", 1, MAX_DISPLAY_NAME_BYTES))
+
+
 _DECODERS: Final[dict[str, Callable[[Fields, bytes, int], Content]]] = {
+    "profile": _profile,
     "text": _text,
     "edit": _edit,
     "delete": _delete,

@@ -297,6 +297,10 @@ class Room:
         """Equal for all members iff they agree on the epoch (compare out of band)."""
         return self._group.epoch_authenticator
 
+    def export_secret(self, label: str, context: bytes, length: int) -> bytes:
+        """MLS-Exporter of the current epoch (e.g. for :func:`~.access.derive_access`)."""
+        return self._group.export_secret(label, context, length)
+
     def members(self) -> list[RoomMember]:
         """The current members with their roles, by leaf index."""
         out = []

@@ -81,6 +81,14 @@ class _Repository:
         """Erase ``key``; returns whether it existed."""
         return await self._change("DELETE FROM settings WHERE key = ?", (key,), scrub=True) > 0
 
+    async def settings_with_prefix(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every setting whose key starts with ``prefix``, by key."""
+        rows = await self._all(
+            "SELECT key, value FROM settings WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(prefix), prefix),
+        )
+        return [(str(k), bytes(v)) for k, v in rows]
+
     # -- rooms ------------------------------------------------------------------------------
 
     async def put_room(self, room: Room) -> None:
@@ -295,6 +303,15 @@ class _Repository:
         )
         return b"".join(bytes(r[0]) for r in rows)
 
+    async def attachment_chunks(self, room_id: bytes, message_id: bytes) -> int:
+        """How many chunks of a message's attachment are stored."""
+        row = await self._one(
+            "SELECT count(*) FROM attachment_chunks WHERE message_ref ="
+            " (SELECT id FROM messages WHERE room_id = ? AND message_id = ?)",
+            (room_id, message_id),
+        )
+        return int(row[0])
+
     # -- retention ------------------------------------------------------------------------
 
     async def erase_older_than(self, room_id: bytes, cutoff: float) -> int:
@@ -446,6 +463,18 @@ class _Repository:
             return True
 
         return await self._run(op, scrub=True)
+
+    async def retarget_outbox(self, room_id: bytes, mailbox_id: bytes) -> int:
+        """Point a room's queued posts at ``mailbox_id`` (the room moved), with fresh keys.
+
+        Fresh idempotency keys, because the relay never stored the old ones in the
+        new mailbox. Returns how many posts moved.
+        """
+        return await self._change(
+            "UPDATE outbox SET mailbox_id = ?1, idempotency_key = randomblob(16)"
+            " WHERE room_id = ?2 AND mailbox_id != ?1",
+            (mailbox_id, room_id),
+        )
 
     async def acknowledged_seq(self, idempotency_key: bytes) -> int | None:
         """The relay sequence number a key was acknowledged with, or None."""

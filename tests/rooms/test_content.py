@@ -21,6 +21,7 @@ from backchannel.rooms.content import (
     FileAssembler,
     FileChunk,
     FileManifest,
+    Profile,
     Reaction,
     Text,
     Unknown,
@@ -115,6 +116,12 @@ contents: st.SearchStrategy[Content] = st.one_of(
     st.builds(Text, ids16, times, bodies, st.none() | ids16),
     st.builds(Edit, ids16, times, ids16, bodies),
     st.builds(Delete, ids16, times, ids16),
+    st.builds(
+        Profile,
+        ids16,
+        times,
+        st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=16),
+    ),
     st.builds(Reaction, ids16, times, ids16, emoji, st.booleans()),
     st.builds(
         FileManifest,
@@ -266,7 +273,7 @@ def test_mutated_plaintexts_raise_only_the_decode_error(
         ),
         max_leaves=12,
     ),
-    st.sampled_from(["text", "edit", "delete", "reaction", "file", "chunk", "other"]),
+    st.sampled_from(["text", "edit", "delete", "reaction", "file", "chunk", "profile", "other"]),
 )
 @FUZZ
 def test_wrongly_typed_fields_raise_only_the_decode_error(value: Any, t: str) -> None:

@@ -1,0 +1,180 @@
+"""What the client façade hands to UIs: plain values for rooms, messages, members and events.
+
+Ids are lowercase hex strings (room ids, member ids, message ids, request ids), so
+a UI never handles raw bytes and the CLI's ``--json`` output is these fields.
+Nothing here holds a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Alert",
+    "ClientEvent",
+    "ConnectionChanged",
+    "FileInfo",
+    "JoinAnswered",
+    "JoinRequested",
+    "MemberView",
+    "MembersChanged",
+    "MessageChanged",
+    "MessageView",
+    "NewMessage",
+    "RemovedFromRoom",
+    "RequestView",
+    "RoomChanged",
+    "RoomSummary",
+    "VerificationChanged",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """One room, as a room list shows it."""
+
+    id: str
+    title: str
+    role: str
+    members: int
+    approval: str
+    retention_seconds: int
+    joined: bool
+    pending_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """An attachment announced in a room."""
+
+    name: str
+    size: int
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """One message of a room's history."""
+
+    id: str
+    room: str
+    sender: str
+    sender_name: str
+    text: str
+    time: float
+    kind: str = "text"
+    reply_to: str | None = None
+    edited: bool = False
+    deleted: bool = False
+    outgoing: bool = False
+    delivered: bool = True
+    file: FileInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """A room member with its role and this device's verification of it."""
+
+    id: str
+    name: str
+    role: str
+    verified: bool
+    key_changed: bool
+    me: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """A join request waiting for a facilitator."""
+
+    id: str
+    room: str
+    name: str
+    safety_number: str
+    received_at: float
+
+
+class ClientEvent:
+    """Base of everything :meth:`backchannel.client.Client.events` yields."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged(ClientEvent):
+    """The relay connection is ``connected``, ``reconnecting``, ``offline`` or ``closed``."""
+
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage(ClientEvent):
+    """A message arrived (or this device sent one)."""
+
+    message: MessageView
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChanged(ClientEvent):
+    """A message was edited, deleted, or its file completed: read it again."""
+
+    room: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MembersChanged(ClientEvent):
+    """Members joined or left a room (ids)."""
+
+    room: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChanged(ClientEvent):
+    """A room's title, rules or roles changed, or a room was added to the list."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequested(ClientEvent):
+    """Someone asked to join a room this device facilitates."""
+
+    request: RequestView
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAnswered(ClientEvent):
+    """A join this device asked for was approved (``room`` is set) or denied."""
+
+    request_id: str
+    approved: bool
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedFromRoom(ClientEvent):
+    """This member was removed from a room (or its leave was committed)."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationChanged(ClientEvent):
+    """A member's verification changed; ``key_changed`` means warn loudly."""
+
+    room: str
+    member: str
+    verified: bool
+    key_changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Alert(ClientEvent):
+    """Something the user should know (a rejected commit, a refused post)."""
+
+    room: str | None
+    text: str

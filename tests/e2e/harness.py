@@ -1,0 +1,90 @@
+"""Real profiles against a real relay on loopback, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from backchannel.client import Client
+from backchannel.views import ClientEvent
+
+__all__ = ["Person", "eventually", "wait_event"]
+
+PASSPHRASE = "correct horse battery staple"
+E = TypeVar("E", bound=ClientEvent)
+
+
+@dataclass
+class Person:
+    """One profile directory and, while started, its client."""
+
+    name: str
+    home: Path
+    relay_url: str
+    client: Client | None = None
+    seen: list[ClientEvent] = field(default_factory=list)
+    _reader: asyncio.Task[None] | None = None
+
+    async def start(self, *, create: bool = False) -> Client:
+        if create:
+            client = await Client.create(
+                self.home, name=self.name, passphrase=PASSPHRASE, relay_url=self.relay_url
+            )
+        else:
+            client = await Client.open(self.home, PASSPHRASE)
+        await client.start()
+        self.client = client
+        self._reader = asyncio.create_task(self._read(client))
+        return client
+
+    async def _read(self, client: Client) -> None:
+        async for event in client.events():
+            self.seen.append(event)
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self.client is not None:
+            await self.client.close()
+        self.client = None
+
+    @property
+    def c(self) -> Client:
+        assert self.client is not None, f"{self.name} is not started"
+        return self.client
+
+
+async def eventually(check: Callable[[], object], timeout: float = 20.0) -> None:
+    """Poll an async or sync ``check`` until it returns truthy (tests never assert timings)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def wait_event(person: Person, kind: type[E], timeout: float = 20.0) -> E:
+    """The first event of ``kind`` the person has seen (waiting for it if needed)."""
+    found: list[E] = []
+
+    def check() -> bool:
+        found[:] = [e for e in person.seen if isinstance(e, kind)]
+        return bool(found)
+
+    await eventually(check, timeout)
+    return found[0]
+
+
+async def started(people: list[Person]) -> AsyncIterator[None]:  # pragma: no cover - helper
+    for p in people:
+        await p.start(create=True)
+    yield
