@@ -390,6 +390,10 @@ class Client:
         """Remove a member (facilitators only); the room moves to a mailbox they cannot reach."""
         await self.engine.remove(self.engine.resolve_room(room), member)
 
+    async def set_role(self, room: str, member: str, role: str) -> None:
+        """Make a member a ``facilitator``, ``participant`` or ``observer`` (facilitators only)."""
+        await self.engine.set_role(self.engine.resolve_room(room), member, role)
+
     async def leave(self, room: str) -> None:
         """Leave a room: a facilitator's client commits the departure."""
         await self.engine.leave(self.engine.resolve_room(room))

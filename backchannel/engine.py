@@ -1266,6 +1266,24 @@ class Engine:
             raise BackchannelError("To go yourself, leave the room.")
         await self._commit(live, lambda r, now: r.remove_members([target], now=now))
 
+    async def set_role(self, room_id: bytes, member: str, role: str) -> None:
+        live = self._require(room_id)
+        self._require_facilitator(live)
+        target = await self._member(room_id, member)
+        try:
+            new_role = {v: k for k, v in _ROLE_NAMES.items()}[role]
+        except KeyError:
+            raise BackchannelError("A role is facilitator, participant or observer.") from None
+
+        def make(r: Room, now: int) -> Any:
+            try:
+                policy = r.policy.with_role(target, new_role)
+            except ValueError as exc:
+                raise BackchannelError(f"That role change is not possible: {exc}") from None
+            return r.change_policy(policy, now=now)
+
+        await self._commit(live, make)
+
     async def leave(self, room_id: bytes) -> None:
         live = self._require(room_id)
         async with live.lock:
@@ -1434,10 +1452,14 @@ class Engine:
                 f"{timeout:g} s; check that it is running and reachable."
             ) from None
 
+    async def erase_expired(self) -> int:
+        """Erase messages older than their room's retention; returns how many went."""
+        return await self.store.erase_expired(self._now())
+
     async def _housekeep(self) -> None:
         while not self._closed:
             try:
-                await self.store.erase_expired(self._now())
+                await self.erase_expired()
                 for live in list(self._live.values()):
                     due = live.meta.last_update + self._self_update_seconds
                     if live.room.active and self._now() >= due and live.room.pending is None:

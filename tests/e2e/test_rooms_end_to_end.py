@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backchannel.errors import BackchannelError
+from backchannel.store.records import OutboxEntry
+from backchannel.transport.errors import Denied
+from backchannel.transport.session import MailboxCapability, RelaySession
 from backchannel.views import JoinAnswered, JoinRequested
 from relay.app import create_app
 from tests.conftest import relay_config
@@ -119,3 +126,169 @@ def _in_room(p: Person, room: str) -> bool:
     except BackchannelError:
         return False
     return True
+
+
+async def test_a_file_arrives_whole_and_checked(people: dict[str, Person], tmp_path: Path) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Documents")).id
+    await _join(fac, ben, room)
+    data = os.urandom(300_000)  # three chunks
+    source = tmp_path / "draft-agreement.pdf"
+    source.write_bytes(data)
+    sent = await fac.c.send_file(room, source)
+    assert sent.file is not None and sent.file.size == len(data)
+
+    async def arrived() -> bool:
+        files = [m for m in await ben.c.history(room) if m.kind == "file"]
+        return bool(files) and files[0].file is not None and files[0].file.complete
+
+    await eventually(arrived, timeout=30)
+    saved = await ben.c.save_file(room, sent.id, tmp_path)
+    assert saved.name == "draft-agreement.pdf" and saved.read_bytes() == data
+    too_big = tmp_path / "huge.bin"
+    with too_big.open("wb") as f:
+        f.truncate(65 * 1024 * 1024)
+    with pytest.raises(BackchannelError, match="too large"):
+        await fac.c.send_file(room, too_big)
+
+
+async def test_restarts_mid_conversation_lose_and_duplicate_nothing(
+    people: dict[str, Person],
+) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Restarts")).id
+    await _join(fac, ben, room)
+    await fac.c.send(room, "one")
+    await ben.stop()  # Ben is offline while Farida writes
+    await fac.c.send(room, "two")
+    await fac.c.send(room, "three")
+    await fac.stop()
+    await fac.start()
+    await ben.start()
+    await ben.c.send(room, "four")
+    await fac.c.send(room, "five")
+    expected = ["one", "two", "three", "four", "five"]
+    for p in (fac, ben):
+        await eventually(lambda p=p: _has_all(p, room, set(expected)), timeout=30)
+    await fac.c.sync()
+    await ben.c.sync()
+    for p in (fac, ben):
+        texts = await _texts(p, room)
+        assert sorted(texts) == sorted(expected), texts  # each exactly once
+
+
+async def test_the_relay_keeps_no_plaintext_names_or_titles(
+    people: dict[str, Person], tmp_path: Path
+) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Kashmir water sharing")).id
+    await _join(fac, ben, room)
+    await ben.c.send(room, "the northern reservoir proposal")
+    await eventually(lambda: _has_all(fac, room, {"the northern reservoir proposal"}))
+    await fac.c.sync()
+    relay_files = [p for p in (tmp_path / "relay").rglob("*") if p.is_file()]
+    assert relay_files
+    blob = b"".join(p.read_bytes() for p in relay_files)
+    for secret in ("Kashmir water", "northern reservoir", "Farida", "Ben"):
+        for form in (secret.encode(), secret.encode("utf-16-le")):
+            assert form not in blob, secret
+
+
+async def test_a_removed_member_cannot_reach_the_new_mailbox(people: dict[str, Person]) -> None:
+    fac, ben, chen = people["Farida"], people["Ben"], people["Chen"]
+    room = (await fac.c.create_room("Removal")).id
+    await _join(fac, ben, room)
+    await _join(fac, chen, room)
+    room_id = bytes.fromhex(room)
+    old = ben.c.engine._live[room_id].meta.access
+    await fac.c.remove(room, "Ben")
+    await eventually(lambda: room_id not in ben.c.engine._live, timeout=30)
+    new = fac.c.engine._live[room_id].meta.access
+    assert new.mailbox != old.mailbox
+    await fac.c.send(room, "said after the removal")
+    await eventually(lambda: _has_all(chen, room, {"said after the removal"}), timeout=30)
+    # Through the relay: Ben's keys open neither the new mailbox for reading nor for posting.
+    session = await RelaySession.connect(fac.relay_url)
+    try:
+        stolen = MailboxCapability(
+            new.mailbox,
+            *(Ed25519PrivateKey.from_private_bytes(s) for s in (old.read_seed, old.write_seed)),
+        )
+        for role in ("read", "write"):
+            with pytest.raises(Denied):
+                await session.auth(stolen, role)
+    finally:
+        await session.close()
+    # In his own store: nothing after the removal.
+    assert "said after the removal" not in [
+        m.body for m in await ben.c.store.history(room_id, limit=500)
+    ]
+    assert await ben.c.rooms() == []
+
+
+async def test_two_facilitators_commit_at_once_and_both_changes_apply(
+    people: dict[str, Person],
+) -> None:
+    fac, ben, chen, dana = (people[n] for n in ("Farida", "Ben", "Chen", "Dana"))
+    room = (await fac.c.create_room("Co-chairs")).id
+    await _join(fac, ben, room)
+    await fac.c.set_role(room, "Ben", "facilitator")
+    await eventually(lambda: _role(ben, room, "Ben", "facilitator"), timeout=30)
+    link_f = await fac.c.invite(room)
+    link_b = await ben.c.invite(room)
+    rid_c = await chen.c.join(link_f)
+    rid_d = await dana.c.join(link_b)
+    req_c = await wait_event(fac, JoinRequested)
+    req_d = await wait_event(ben, JoinRequested)
+    await asyncio.gather(
+        fac.c.approve(room, req_c.request.id), ben.c.approve(room, req_d.request.id)
+    )
+    for rid, p in ((rid_c, chen), (rid_d, dana)):
+        answer = await p.c.wait_join(rid, 30)
+        assert answer is not None and answer.approved
+    for p in (fac, ben, chen, dana):
+        await eventually(lambda p=p: _names(p, room, {"Farida", "Ben", "Chen", "Dana"}), timeout=30)
+    epochs = {p.c.engine._live[bytes.fromhex(room)].room.epoch for p in (fac, ben, chen, dana)}
+    assert len(epochs) == 1
+
+
+async def _role(p: Person, room: str, name: str, role: str) -> bool:
+    return any(m.name == name and m.role == role for m in await p.c.members(room))
+
+
+async def test_safety_numbers_match_and_verification_sticks(people: dict[str, Person]) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Verify")).id
+    await _join(fac, ben, room)
+    await eventually(lambda: _names(ben, room, {"Farida", "Ben"}), timeout=30)
+    them, mine = await fac.c.safety_number(room, "Ben")
+    _, theirs = await ben.c.safety_number(room, "Farida")
+    assert mine == theirs and len(mine.split()) == 12
+    assert not them.verified
+    marked = await fac.c.verify(room, "Ben")
+    assert marked.verified and not marked.key_changed
+    assert [m.verified for m in await fac.c.members(room) if m.name == "Ben"] == [True]
+
+
+async def test_retention_erases_old_messages_and_sets_relay_ttls(
+    people: dict[str, Person],
+) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Ephemeral", retention_seconds=60)).id
+    await _join(fac, ben, room)
+    summary = await ben.c.room(room)
+    assert summary.retention_seconds == 60
+    await fac.c.send(room, "gone soon")
+    await eventually(lambda: _has_all(ben, room, {"gone soon"}), timeout=30)
+    entries = await fac.c.store.pending()
+    assert entries == []  # sent; its append carried the room's TTL (see ttl_for)
+    assert (
+        fac.c.engine.ttl_for(
+            OutboxEntry(b"k" * 16, b"m" * 16, b"x", 0.0, room_id=bytes.fromhex(room))
+        )
+        == 60
+    )
+    for p in (fac, ben):
+        p.c.engine._clock = lambda: time.time() + 61  # a minute later
+        assert await p.c.engine.erase_expired() >= 1
+        assert "gone soon" not in await _texts(p, room)
