@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backchannel.errors import BackchannelError
 from backchannel.store.records import OutboxEntry
-from backchannel.transport.errors import Denied
+from backchannel.transport.errors import Denied, Unreachable
 from backchannel.transport.session import MailboxCapability, RelaySession
 from backchannel.views import JoinAnswered, JoinRequested
 from relay.app import create_app
@@ -292,3 +293,37 @@ async def test_retention_erases_old_messages_and_sets_relay_ttls(
         p.c.engine._clock = lambda: time.time() + 61  # a minute later
         assert await p.c.engine.erase_expired() >= 1
         assert "gone soon" not in await _texts(p, room)
+
+
+async def test_a_commit_accepted_just_before_a_crash_is_completed_after_restart(
+    people: dict[str, Person],
+) -> None:
+    """The relay stored the Add commit but the client died before saving that: no fork."""
+    fac, ben, chen = people["Farida"], people["Ben"], people["Chen"]
+    room = (await fac.c.create_room("Crash")).id
+    await _join(fac, chen, room)
+    link = await fac.c.invite(room)
+    rid = await ben.c.join(link)
+    request = await wait_event(fac, JoinRequested)
+    connection = fac.c.connection
+    assert connection is not None
+    real_append = connection.append
+
+    async def append_then_die(*args: Any, **kwargs: Any) -> Any:
+        result = await real_append(*args, **kwargs)
+        if kwargs.get("epoch") is not None:
+            raise Unreachable("simulated crash after the relay stored the commit")
+        return result
+
+    connection.append = append_then_die  # type: ignore[method-assign]
+    with pytest.raises(BackchannelError, match="retried"):
+        await fac.c.approve(room, request.request.id)
+    await fac.stop()
+    await fac.start()  # offers the saved commit again with the same idempotency key
+    answer = await ben.c.wait_join(rid, 30)
+    assert answer is not None and answer.approved
+    await ben.c.send(room, "made it")
+    for p in (fac, chen):
+        await eventually(lambda p=p: _has_all(p, room, {"made it"}), timeout=30)
+    epochs = {p.c.engine._live[bytes.fromhex(room)].room.epoch for p in (fac, ben, chen)}
+    assert len(epochs) == 1
