@@ -1181,6 +1181,7 @@ class Engine:
             return
         if not reply.approved or reply.welcome is None or reply.access is None:
             await self.store.delete_setting(_JOINING + _hex(rid))
+            self._routes.pop(joining.inbox, None)
             await self.connection.unfollow(joining.inbox)
             self._answer(JoinAnswered(_hex(rid), False))
             return
@@ -1212,6 +1213,7 @@ class Engine:
         self._live[room.group_id] = live
         self._emit(RoomChanged(_hex(room.group_id)))
         self._answer(JoinAnswered(_hex(rid), True, _hex(room.group_id)))
+        self._routes.pop(joining.inbox, None)
         await self.connection.unfollow(joining.inbox)
         await self._follow_room(live)
         await self._announce(live)
@@ -1435,11 +1437,9 @@ class Engine:
                         )
                         heads[mailbox] = page.head
                 for mailbox, head in heads.items():
-                    while (self.connection.cursor(mailbox) or 0) < head:
+                    while (cursor := self.connection.cursor(mailbox)) is not None and cursor < head:
                         if loop.time() > deadline:
                             raise TimeoutError
-                        if mailbox not in self._routes:
-                            break
                         await asyncio.sleep(0.02)
                 await asyncio.wait_for(self._outbox.flush(), max(0.1, deadline - loop.time()))
                 while self._tasks:
@@ -1456,14 +1456,18 @@ class Engine:
         """Erase messages older than their room's retention; returns how many went."""
         return await self.store.erase_expired(self._now())
 
+    async def run_due_updates(self) -> None:
+        """Start a self-update in every room where this member's last one is due."""
+        for live in list(self._live.values()):
+            due = live.meta.last_update + self._self_update_seconds
+            if live.room.active and self._now() >= due and live.room.pending is None:
+                self._spawn(self.self_update(live.record.room_id))
+
     async def _housekeep(self) -> None:
         while not self._closed:
             try:
                 await self.erase_expired()
-                for live in list(self._live.values()):
-                    due = live.meta.last_update + self._self_update_seconds
-                    if live.room.active and self._now() >= due and live.room.pending is None:
-                        self._spawn(self.self_update(live.record.room_id))
+                await self.run_due_updates()
             except Exception as exc:  # housekeeping must never stop the client
                 _log.warning("housekeeping failed: %s", type(exc).__name__)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
