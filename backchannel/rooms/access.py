@@ -1,6 +1,6 @@
 """Where a room lives on the relay, and the sealed answer a facilitator sends a joiner.
 
-Theory of operation (docs/room-protocol.md §10): a room's traffic goes to one relay
+Theory of operation (docs/room-protocol.md §11): a room's traffic goes to one relay
 mailbox at a time. Its id and its three capability seeds (read, write, admin) are
 derived from the MLS exporter of the epoch in which the mailbox was opened
 (:func:`derive_access`), so every member of that epoch computes the same

@@ -1,0 +1,419 @@
+"""What a member does in a room: send, edit, delete, files, members, verification, reading."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import mimetypes
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from ..errors import BackchannelError
+from ..rooms.content import (
+    Content,
+    Delete,
+    Edit,
+    Text,
+    new_message_id,
+    split_file,
+)
+from ..rooms.errors import RoomError
+from ..rooms.policy import JoinApproval, Role
+from ..rooms.room import Room
+from ..rooms.safety import safety_number
+from ..store.records import Message, OutboxEntry
+from ..views import (
+    FileInfo,
+    MemberView,
+    MessageChanged,
+    MessageView,
+    NewMessage,
+    RoomSummary,
+    VerificationChanged,
+)
+from .state import (
+    ROLE_NAMES,
+    Live,
+    hex_id,
+    parse_id,
+)
+
+_log = logging.getLogger(__name__)
+
+
+class RoomActions:
+    """Mixed into :class:`~backchannel.engine.core.Engine`; uses its state and helpers."""
+
+    # -- rooms: sending ----------------------------------------------------------------------
+
+    def ttl_for(self, entry: OutboxEntry) -> int | None:
+        """The relay TTL of a queued post: the room's retention, if any."""
+        if entry.room_id is None:
+            return None
+        live = self._live.get(entry.room_id)
+        if live is None or not live.room.policy.retention_seconds:
+            return None
+        return int(live.room.policy.retention_seconds)
+
+    async def _post(self, live: Live, content: Content, *, store_message: Message | None) -> None:
+        async with live.lock:
+            if not live.room.active:
+                raise BackchannelError("You are no longer a member of this room.")
+            try:
+                wire = live.room.send(content, now=int(self._now()))
+            except RoomError as exc:
+                raise BackchannelError(str(exc)) from None
+            entry = OutboxEntry(
+                os.urandom(16),
+                live.meta.access.mailbox,
+                wire,
+                self._now(),
+                room_id=live.record.room_id,
+                message_id=store_message.message_id if store_message is not None else None,
+            )
+            state = live.room.to_bytes()
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.set_room_state(live.record.room_id, state)
+                    if store_message is not None:
+                        await tx.queue_message(store_message, entry)
+                    else:
+                        await tx.enqueue(entry)
+            except BaseException:
+                live.room = Room.from_bytes(live.record.state or state)
+                raise
+            live.record = replace(live.record, state=state)
+        self._outbox.notify()
+
+    async def send_text(self, room_id: bytes, text: str, reply_to: str | None) -> MessageView:
+        live = self._require(room_id)
+        reply = parse_id(reply_to, "message") if reply_to else None
+        now = self._now()
+        try:
+            content = Text(new_message_id(), int(now * 1000), text, reply)
+        except (TypeError, ValueError) as exc:
+            raise BackchannelError(f"This message cannot be sent: {exc}.") from None
+        m = Message(
+            room_id,
+            content.message_id,
+            self._me,
+            self.identity.display_name,
+            now,
+            now,
+            "text",
+            text,
+            reply,
+            outgoing=True,
+        )
+        await self._post(live, content, store_message=m)
+        view = self._view(m)
+        self._emit(NewMessage(view))
+        return view
+
+    async def edit(self, room_id: bytes, message: str, text: str) -> None:
+        live = self._require(room_id)
+        target = await self._own_message(room_id, message)
+        now = self._now()
+        try:
+            content = Edit(new_message_id(), int(now * 1000), target, text)
+        except (TypeError, ValueError) as exc:
+            raise BackchannelError(f"This edit cannot be sent: {exc}.") from None
+        await self._post(live, content, store_message=None)
+        await self.store.edit_message(room_id, target, text, now)
+        self._emit(MessageChanged(hex_id(room_id), hex_id(target)))
+
+    async def delete(self, room_id: bytes, message: str) -> None:
+        live = self._require(room_id)
+        target = await self._own_message(room_id, message)
+        now = self._now()
+        await self._post(
+            live, Delete(new_message_id(), int(now * 1000), target), store_message=None
+        )
+        await self.store.delete_message(room_id, target)
+        self._emit(MessageChanged(hex_id(room_id), hex_id(target)))
+
+    async def _own_message(self, room_id: bytes, message: str) -> bytes:
+        target = parse_id(message, "message")
+        stored = await self.store.message(room_id, target)
+        if stored is None or stored.sender_id != self._me:
+            raise BackchannelError("You can only change your own messages.")
+        return target
+
+    async def send_file(self, room_id: bytes, path: Path) -> MessageView:
+        live = self._require(room_id)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+            if size > self._max_file_bytes:
+                raise BackchannelError(
+                    f"The file is too large: {size} bytes, and rooms take files up to "
+                    f"{self._max_file_bytes} bytes."
+                )
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise BackchannelError(f"Cannot read {path.name}: {exc.strerror}.") from None
+        now = self._now()
+        media_type = mimetypes.guess_type(path.name)[0]
+        try:
+            manifest, chunks = split_file(
+                data,
+                name=path.name,
+                sent_at_ms=int(now * 1000),
+                media_type=media_type,
+                max_file_bytes=self._max_file_bytes,
+            )
+        except ValueError as exc:
+            raise BackchannelError(f"This file cannot be sent: {exc}.") from None
+        meta = msgpack.packb(
+            {
+                "name": manifest.name,
+                "size": manifest.size,
+                "sha256": manifest.sha256,
+                "chunk": manifest.chunk_size,
+                "n": manifest.chunk_count,
+            },
+            use_bin_type=True,
+        )
+        m = Message(
+            room_id,
+            manifest.message_id,
+            self._me,
+            self.identity.display_name,
+            now,
+            now,
+            "file",
+            manifest.name,
+            None,
+            meta,
+            outgoing=True,
+        )
+        await self._post(live, manifest, store_message=m)
+        for chunk in chunks:
+            await self._post(live, chunk, store_message=None)
+            await self.store.put_attachment_chunk(
+                room_id, manifest.message_id, chunk.index, chunk.data
+            )
+        view = self._view(m, complete=True)
+        self._emit(NewMessage(view))
+        return view
+
+    async def save_file(self, room_id: bytes, message: str, destination: Path) -> Path:
+        mid = parse_id(message, "message")
+        stored = await self.store.message(room_id, mid)
+        if stored is None or stored.kind != "file" or stored.attachments is None:
+            raise BackchannelError("That message has no file.")
+        meta = msgpack.unpackb(stored.attachments, raw=False)
+        data = await self.store.attachment(room_id, mid)
+        if len(data) != meta["size"] or not hmac.compare_digest(
+            hashlib.sha256(data).digest(), bytes(meta["sha256"])
+        ):
+            raise BackchannelError(
+                "The file has not fully arrived yet (or failed its integrity check); "
+                "sync and try again."
+            )
+        is_dir = await asyncio.to_thread(destination.is_dir)
+        target = destination / Path(meta["name"]).name if is_dir else destination
+        try:
+            await asyncio.to_thread(target.write_bytes, data)
+        except OSError as exc:
+            raise BackchannelError(f"Cannot write {target}: {exc.strerror}.") from None
+        return target
+
+    # -- members ---------------------------------------------------------------------------
+
+    async def _load_names(self, live: Live) -> None:
+        for m in await self.store.members(live.record.room_id):
+            live.names[m.member_id] = m.display_name
+        live.names[self._me] = self.identity.display_name
+
+    async def members(self, room_id: bytes) -> list[MemberView]:
+        self._require(room_id)
+        return [
+            MemberView(
+                hex_id(m.member_id),
+                m.display_name,
+                m.role,
+                m.verified,
+                m.key_changed,
+                m.member_id == self._me,
+            )
+            for m in await self.store.members(room_id)
+        ]
+
+    async def _member(self, room_id: bytes, member: str) -> bytes:
+        members = await self.store.members(room_id)
+        text = member.strip()
+        by_id = [m for m in members if m.member_id.hex() == text.lower()]
+        if by_id:
+            return by_id[0].member_id
+        by_name = [m for m in members if m.display_name.casefold() == text.casefold()]
+        if len(by_name) == 1:
+            return by_name[0].member_id
+        if len(by_name) > 1:
+            raise BackchannelError(f"Several members are called {text!r}; use the member id.")
+        raise BackchannelError(f"No member {text!r} in this room.")
+
+    async def remove(self, room_id: bytes, member: str) -> None:
+        live = self._require(room_id)
+        self._require_facilitator(live)
+        target = await self._member(room_id, member)
+        if target == self._me:
+            raise BackchannelError("To go yourself, leave the room.")
+        await self._commit(live, lambda r, now: r.remove_members([target], now=now))
+
+    async def set_role(self, room_id: bytes, member: str, role: str) -> None:
+        live = self._require(room_id)
+        self._require_facilitator(live)
+        target = await self._member(room_id, member)
+        try:
+            new_role = {v: k for k, v in ROLE_NAMES.items()}[role]
+        except KeyError:
+            raise BackchannelError("A role is facilitator, participant or observer.") from None
+
+        def make(r: Room, now: int) -> Any:
+            try:
+                policy = r.policy.with_role(target, new_role)
+            except ValueError as exc:
+                raise BackchannelError(f"That role change is not possible: {exc}") from None
+            return r.change_policy(policy, now=now)
+
+        await self._commit(live, make)
+
+    async def leave(self, room_id: bytes) -> None:
+        live = self._require(room_id)
+        async with live.lock:
+            try:
+                wire = live.room.leave()
+            except RoomError as exc:
+                raise BackchannelError(str(exc)) from None
+            state = live.room.to_bytes()
+            async with self.store.transaction() as tx:
+                await tx.set_room_state(room_id, state)
+                await tx.enqueue(
+                    OutboxEntry(
+                        os.urandom(16), live.meta.access.mailbox, wire, self._now(), room_id=room_id
+                    )
+                )
+            live.record = replace(live.record, state=state)
+        self._outbox.notify()
+
+    async def safety_number(self, room_id: bytes, member: str) -> tuple[MemberView, str]:
+        self._require(room_id)
+        target = await self._member(room_id, member)
+        stored = await self.store.member(room_id, target)
+        assert stored is not None
+        number = safety_number((self._me, self.identity.public_key()), (target, stored.fingerprint))
+        view = MemberView(
+            hex_id(target),
+            stored.display_name,
+            stored.role,
+            stored.verified,
+            stored.key_changed,
+            target == self._me,
+        )
+        return view, str(number)
+
+    async def verify(self, room_id: bytes, member: str) -> MemberView:
+        self._require(room_id)
+        target = await self._member(room_id, member)
+        stored = await self.store.member(room_id, target)
+        assert stored is not None
+        marked = await self.store.mark_verified(room_id, target, stored.fingerprint)
+        self._emit(VerificationChanged(hex_id(room_id), hex_id(target), True, False))
+        return MemberView(
+            hex_id(target),
+            marked.display_name,
+            marked.role,
+            marked.verified,
+            marked.key_changed,
+            target == self._me,
+        )
+
+    async def self_update(self, room_id: bytes) -> None:
+        live = self._require(room_id)
+        await self._commit(live, lambda r, now: r.self_update(now=now))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def resolve_room(self, room: str) -> bytes:
+        """A room id from its hex id or an unambiguous title.
+
+        Raises:
+            BackchannelError: no such room, or several with that title.
+        """
+        text = room.strip()
+        for room_id in self._live:
+            if room_id.hex() == text.lower():
+                return room_id
+        titled = [r for r, live in self._live.items() if live.room.policy.title == text]
+        if len(titled) == 1:
+            return titled[0]
+        if len(titled) > 1:
+            raise BackchannelError(f"Several rooms are called {text!r}; use the room id.")
+        raise BackchannelError(f"You are not in a room {text!r}; `backchannel rooms` lists yours.")
+
+    async def summary(self, room_id: bytes) -> RoomSummary:
+        live = self._require(room_id)
+        policy = live.room.policy
+        pending = 0
+        if policy.role_of(self._me) is Role.FACILITATOR:
+            pending = len(await self.requests(room_id))
+        return RoomSummary(
+            hex_id(room_id),
+            policy.title,
+            ROLE_NAMES[policy.role_of(self._me)],
+            len(live.room.members()),
+            "auto" if policy.approval is JoinApproval.AUTOMATIC else "manual",
+            policy.retention_seconds,
+            live.room.active,
+            pending,
+        )
+
+    async def summaries(self) -> list[RoomSummary]:
+        return [await self.summary(room_id) for room_id in self._live]
+
+    def _view(self, m: Message, *, complete: bool | None = None) -> MessageView:
+        file = None
+        if m.kind == "file" and m.attachments is not None:
+            meta = msgpack.unpackb(m.attachments, raw=False)
+            file = FileInfo(str(meta["name"]), int(meta["size"]), bool(complete))
+        return MessageView(
+            hex_id(m.message_id),
+            hex_id(m.room_id),
+            hex_id(m.sender_id),
+            m.sender_name,
+            m.body,
+            m.sent_at,
+            m.kind,
+            hex_id(m.reply_to) if m.reply_to else None,
+            m.edited_at is not None,
+            m.deleted,
+            m.outgoing,
+            (not m.outgoing) or m.delivered_seq is not None,
+            file,
+        )
+
+    async def _views(self, messages: Sequence[Message]) -> list[MessageView]:
+        out = []
+        for m in messages:
+            complete = None
+            if m.kind == "file" and m.attachments is not None:
+                n = int(msgpack.unpackb(m.attachments, raw=False)["n"])
+                complete = await self.store.attachment_chunks(m.room_id, m.message_id) >= n
+            out.append(self._view(m, complete=complete))
+        return out
+
+    async def history(self, room_id: bytes, limit: int, before: str | None) -> list[MessageView]:
+        anchor = None
+        if before is not None:
+            anchor = await self.store.message(room_id, parse_id(before, "message"))
+        return await self._views(await self.store.history(room_id, limit=limit, before=anchor))
+
+    async def search(self, room_id: bytes, query: str, limit: int) -> list[MessageView]:
+        return await self._views(await self.store.search(room_id, query, limit=limit))

@@ -1,0 +1,733 @@
+"""The room engine behind :class:`~backchannel.client.Client`: rooms, invites, joins, sync.
+
+See the client module's docstring for the flow. This module wires the sans-IO
+room protocol (:mod:`.rooms`) to the encrypted store and the relay connection:
+
+* every followed mailbox is routed to a handler (room, invite drop, join inbox);
+  each entry's effects are written in one store transaction with its cursor;
+* own commits are saved, offered with the mailbox's epoch compare-and-set, and
+  re-offered with the same idempotency key after a crash;
+* removal moves the room to a mailbox derived from the new epoch's exporter
+  (docs/room-protocol.md §11), which the removed member cannot compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import msgpack
+
+from ..caps import access_capability, capability
+from ..errors import BackchannelError
+from ..identity import DeviceIdentity
+from ..records import InviteEntry, JoiningEntry, RecordError, RoomMeta
+from ..rooms import events as rev
+from ..rooms.access import RoomAccess, derive_access
+from ..rooms.content import (
+    DEFAULT_MAX_FILE_BYTES,
+    Content,
+    Delete,
+    Edit,
+    FileChunk,
+    FileManifest,
+    Profile,
+    Text,
+    new_message_id,
+)
+from ..rooms.errors import RoomError
+from ..rooms.invites import (
+    InviteRecord,
+)
+from ..rooms.policy import JoinApproval, RemoveMember, Role
+from ..rooms.room import Room
+from ..store import Store
+from ..store.records import Message
+from ..store.records import Room as RoomRecord
+from ..transport.connection import RelayConnection
+from ..transport.errors import Denied, MailboxExists, Rejected, StaleEpoch, TransportError
+from ..transport.events import ConnectionState, Entry, LinkState, Reset, Revoked
+from ..transport.outbox import OutboxItem, OutboxSender
+from ..views import (
+    Alert,
+    ClientEvent,
+    ConnectionChanged,
+    JoinAnswered,
+    MembersChanged,
+    MessageChanged,
+    NewMessage,
+    RemovedFromRoom,
+    RoomChanged,
+    RoomSummary,
+    VerificationChanged,
+)
+from .actions import RoomActions
+from .invites import InviteFlows
+from .state import (
+    CATCH_UP_SECONDS,
+    COMMIT_ATTEMPTS,
+    DEFAULT_SELF_UPDATE_SECONDS,
+    HOUSEKEEPING_SECONDS,
+    INVITE_KEY,
+    JOINING_KEY,
+    REQUEST_SECONDS,
+    ROLE_NAMES,
+    WRITE_CAP_KEY,
+    Effects,
+    Live,
+    hex_id,
+)
+
+__all__ = ["Engine"]
+
+_log = logging.getLogger(__name__)
+
+
+class _Source:
+    """The store's outbox as the :class:`OutboxSender` reads it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def pending(self) -> Sequence[OutboxItem]:
+        entries = await self._engine.store.pending(limit=1000)
+        return [
+            OutboxItem(e.idempotency_key, e.mailbox_id, e.payload, ttl=self._engine.ttl_for(e))
+            for e in entries
+        ]
+
+    async def acknowledge(self, key: bytes, seq: int) -> None:
+        await self._engine.store.acknowledge(key, seq)
+
+
+class Engine(InviteFlows, RoomActions):
+    """Runs the room protocol for one started client. Use through :class:`Client`."""
+
+    def __init__(
+        self,
+        store: Store,
+        identity: DeviceIdentity,
+        connection: RelayConnection,
+        events: asyncio.Queue[ClientEvent],
+        *,
+        relay_url: str,
+        clock: Callable[[], float],
+        self_update_seconds: int = DEFAULT_SELF_UPDATE_SECONDS,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self.connection = connection
+        self._events = events
+        self._relay_url = relay_url
+        self._clock = clock
+        self._self_update_seconds = self_update_seconds
+        self._max_file_bytes = max_file_bytes
+        self._me = identity.identity_id
+        self._live: dict[bytes, Live] = {}
+        #: mailbox id -> ("room", room id) | ("drop", invite id) | ("inbox", request id)
+        self._routes: dict[bytes, tuple[str, bytes]] = {}
+        self._outbox = OutboxSender(connection, _Source(self), on_rejected=self._on_rejected)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pump: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._join_answers: dict[bytes, asyncio.Future[JoinAnswered]] = {}
+        self._answered: dict[bytes, JoinAnswered] = {}
+        self._closed = False
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock()
+
+    def _emit(self, event: ClientEvent) -> None:
+        self._events.put_nowait(event)
+
+    async def load(self) -> None:
+        """Read rooms, invites and pending joins from the store and follow their mailboxes."""
+        for record in await self.store.rooms():
+            if record.state is None or record.mailbox is None:
+                continue
+            try:
+                room = Room.from_bytes(record.state)
+                meta = RoomMeta.from_bytes(record.mailbox)
+            except (RoomError, RecordError):
+                _log.error("a stored room could not be read; it is skipped")
+                self._emit(Alert(hex_id(record.room_id), "This room's saved state is damaged."))
+                continue
+            live = Live(record, room, meta)
+            await self._load_names(live)
+            self._live[record.room_id] = live
+            await self._follow_room(live)
+        for _key, value in await self.store.settings_with_prefix(WRITE_CAP_KEY):
+            mailbox, seed = value[:16], value[16:]
+            self.connection.register(capability(mailbox, write=seed))
+        for _key, value in await self.store.settings_with_prefix(INVITE_KEY):
+            invite = InviteEntry.from_bytes(value)
+            await self._follow_drop(invite)
+        for _key, value in await self.store.settings_with_prefix(JOINING_KEY):
+            joining = JoiningEntry.from_bytes(value)
+            await self._follow_inbox(joining)
+
+    async def start(self) -> None:
+        """Start pumping entries, sending the outbox and the housekeeping."""
+        self._pump = asyncio.create_task(self._pump_entries(), name="client-entries")
+        await self._outbox.start()
+        for live in list(self._live.values()):
+            if live.meta.pending_key is not None:
+                self._spawn(self._recover_pending(live))
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="client-housekeeping")
+
+    async def close(self) -> None:
+        """Stop every background task (state is already saved)."""
+        self._closed = True
+        tasks = [t for t in (self._pump, self._housekeeping, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._outbox.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            text = exc.user_message() if isinstance(exc, BackchannelError) else type(exc).__name__
+            _log.warning("a background room task failed: %s", type(exc).__name__)
+            self._emit(Alert(None, f"A background task failed: {text}"))
+
+    # -- following -----------------------------------------------------------------------
+
+    async def _follow(self, cap: Any, after: int) -> None:
+        try:
+            await self.connection.follow(cap, after=after)
+        except Rejected as exc:
+            _log.warning("following a mailbox was refused (%s)", exc.code)
+
+    async def _follow_room(self, live: Live) -> None:
+        access = live.meta.access
+        self._routes[access.mailbox] = ("room", live.record.room_id)
+        cursor = await self.store.cursor(access.mailbox) or 0
+        await self._follow(access_capability(access), cursor)
+
+    async def _follow_drop(self, invite: InviteEntry) -> None:
+        cap = capability(
+            invite.drop_mailbox, read=invite.drop_read_seed, admin=invite.drop_admin_seed
+        )
+        self._routes[invite.drop_mailbox] = (
+            "drop",
+            InviteRecord.from_bytes(invite.record).invite_id,
+        )
+        cursor = await self.store.cursor(invite.drop_mailbox) or 0
+        await self._follow(cap, cursor)
+
+    async def _follow_inbox(self, joining: JoiningEntry) -> None:
+        cap = capability(
+            joining.inbox, read=joining.inbox_read_seed, write=joining.inbox_write_seed
+        )
+        self._routes[joining.inbox] = ("inbox", joining.request_id)
+        cursor = await self.store.cursor(joining.inbox) or 0
+        await self._follow(cap, cursor)
+
+    # -- the entry pump ----------------------------------------------------------------------
+
+    async def _pump_entries(self) -> None:
+        async for event in self.connection.events():
+            if isinstance(event, ConnectionState):
+                state = {
+                    LinkState.CONNECTED: "connected",
+                    LinkState.CONNECTING: "reconnecting",
+                    LinkState.OFFLINE: "offline",
+                    LinkState.CLOSED: "closed",
+                }[event.state]
+                self._emit(ConnectionChanged(state, event.detail or ""))
+            elif isinstance(event, Entry):
+                try:
+                    await self._on_entry(event)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # one bad entry must never stop the client
+                    _log.warning(
+                        "an entry could not be processed: %s", type(exc).__name__, exc_info=exc
+                    )
+                    self._emit(Alert(None, "A message from the relay could not be processed."))
+                await self.connection.ack(event.mailbox, event.seq)
+            elif isinstance(event, Revoked):
+                route = self._routes.get(event.mailbox)
+                if route is not None and route[0] == "room":
+                    _log.info("a room mailbox was revoked (%s)", event.reason)
+            elif isinstance(event, Reset):
+                self._emit(Alert(None, "The relay lost messages (restored from a backup)."))
+
+    async def _on_entry(self, entry: Entry) -> None:
+        route = self._routes.get(entry.mailbox)
+        if route is None:
+            return
+        kind, ident = route
+        if kind == "room":
+            live = self._live.get(ident)
+            if live is not None:
+                await self._room_entry(live, entry)
+        elif kind == "drop":
+            await self._drop_entry(ident, entry)
+        elif kind == "inbox":
+            await self._inbox_entry(ident, entry)
+
+    # -- rooms: receiving -------------------------------------------------------------------
+
+    async def _room_entry(self, live: Live, entry: Entry) -> None:
+        async with live.lock:
+            if entry.mailbox != live.meta.access.mailbox or not live.room.active:
+                return  # a mailbox the room has left: nothing after the move counts
+            now = self._now()
+            try:
+                events = live.room.receive(entry.blob, now=int(now))
+            except RoomError:
+                # Echoes of own commits land here (the epoch moved on), and so does
+                # anything forged, replayed or garbled: the state is unchanged.
+                events = []
+            effects = self._effects(live, events, now)
+            await self._apply(live, effects, cursor=(entry.mailbox, entry.seq))
+        await self._after(live, effects)
+
+    def _name(self, live: Live, member: bytes) -> str:
+        return live.names.get(member) or f"member {member.hex()[:6]}"
+
+    def _effects(self, live: Live, events: Sequence[rev.RoomEvent], now: float) -> Effects:
+        fx = Effects()
+        room_id = live.record.room_id
+        for ev in events:
+            if isinstance(ev, rev.MessageReceived):
+                self._content_effects(live, fx, ev.sender, ev.content, now)
+            elif isinstance(ev, rev.MembersChanged):
+                fx.members_changed = True
+                fx.events.append(
+                    MembersChanged(
+                        hex_id(room_id),
+                        tuple(hex_id(m) for m in ev.added),
+                        tuple(hex_id(m) for m in ev.removed),
+                    )
+                )
+                if ev.removed and live.room.active:
+                    fx.moved_to = derive_access(live.room.export_secret, live.room.epoch)
+                if ev.added and self._me not in ev.added:
+                    fx.announce = True
+            elif isinstance(ev, rev.PolicyChanged):
+                fx.members_changed = True
+                fx.events.append(RoomChanged(hex_id(room_id)))
+            elif isinstance(ev, rev.RemovedFromRoom):
+                fx.removed = True
+                fx.events.append(RemovedFromRoom(hex_id(room_id)))
+            elif isinstance(ev, rev.CommitRejected):
+                fx.events.append(
+                    Alert(
+                        hex_id(room_id),
+                        f"A change by {self._name(live, ev.committer)} "
+                        f"was refused by the room's rules: {ev.reason}",
+                    )
+                )
+            elif isinstance(ev, rev.ProposalQueued):
+                change = ev.change
+                if (
+                    isinstance(change, RemoveMember)
+                    and change.member == ev.proposer
+                    and live.room.policy.role_of(self._me) is Role.FACILITATOR
+                ):
+                    fx.commit_leaves = True
+            elif isinstance(ev, rev.ContentDropped):
+                _log.info("room content was dropped by the room rules")
+        return fx
+
+    def _content_effects(
+        self, live: Live, fx: Effects, sender: bytes, content: Content, now: float
+    ) -> None:
+        room_id = live.record.room_id
+        sent_at = content.sent_at_ms / 1000
+        name = fx.names.get(sender) or self._name(live, sender)
+        outgoing = sender == self._me
+        if isinstance(content, Text):
+            m = Message(
+                room_id,
+                content.message_id,
+                sender,
+                name,
+                sent_at,
+                now,
+                "text",
+                content.body,
+                content.reply_to,
+                outgoing=outgoing,
+            )
+            fx.messages.append(m)
+            fx.events.append(NewMessage(self._view(m)))
+        elif isinstance(content, FileManifest):
+            meta = msgpack.packb(
+                {
+                    "name": content.name,
+                    "size": content.size,
+                    "sha256": content.sha256,
+                    "chunk": content.chunk_size,
+                    "n": content.chunk_count,
+                },
+                use_bin_type=True,
+            )
+            m = Message(
+                room_id,
+                content.message_id,
+                sender,
+                name,
+                sent_at,
+                now,
+                "file",
+                content.name,
+                None,
+                meta,
+                outgoing=outgoing,
+            )
+            fx.messages.append(m)
+            fx.events.append(NewMessage(self._view(m)))
+        elif isinstance(content, FileChunk):
+            fx.chunks.append((content.file_id, content.index, content.data))
+        elif isinstance(content, Edit):
+            fx.edits.append((content.target, content.body, sent_at))
+            fx.events.append(MessageChanged(hex_id(room_id), hex_id(content.target)))
+        elif isinstance(content, Delete):
+            fx.deletes.append(content.target)
+            fx.events.append(MessageChanged(hex_id(room_id), hex_id(content.target)))
+        elif isinstance(content, Profile):
+            fx.names[sender] = content.display_name
+            fx.members_changed = True
+
+    async def _apply(
+        self,
+        live: Live,
+        fx: Effects,
+        *,
+        cursor: tuple[bytes, int] | None = None,
+    ) -> None:
+        """Write the room state and every effect in one transaction; then emit the events."""
+        room_id = live.record.room_id
+        record = live.record
+        if fx.moved_to is not None:
+            meta = live.meta
+            live.meta = replace(
+                meta, access=fx.moved_to, previous=(*meta.previous, meta.access.mailbox)
+            )
+        policy = live.room.policy
+        record = replace(
+            record,
+            title=policy.title,
+            retention_seconds=policy.retention_seconds or None,
+            state=live.room.to_bytes(),
+            mailbox=live.meta.to_bytes(),
+            joined=not fx.removed and live.room.active,
+            left_at=self._now() if fx.removed else record.left_at,
+        )
+        live.names.update(fx.names)
+        verification: list[ClientEvent] = []
+        async with self.store.transaction() as tx:
+            await tx.put_room(record)
+            for m in fx.messages:
+                await tx.add_message(m)
+            for target, body, at in fx.edits:
+                await tx.edit_message(room_id, target, body, at)
+            for target in fx.deletes:
+                await tx.delete_message(room_id, target)
+            for file_id, index, data in fx.chunks:
+                with contextlib.suppress(Exception):  # a chunk of an unknown file is dropped
+                    await tx.put_attachment_chunk(room_id, file_id, index, data)
+            if fx.members_changed or fx.removed or fx.moved_to is not None:
+                verification = await self._sync_members(tx, live)
+            for entry in fx.outbox:
+                await tx.enqueue(entry)
+            for key, value in fx.settings.items():
+                if value is None:
+                    await tx.delete_setting(key)
+                else:
+                    await tx.set_setting(key, value)
+            if cursor is not None:
+                await tx.set_cursor(cursor[0], cursor[1], room_id=room_id)
+        live.record = record
+        live.epoch_changed.set()
+        for event in (*fx.events, *verification):
+            self._emit(event)
+        if fx.chunks:
+            for file_id in {c[0] for c in fx.chunks}:
+                self._emit(MessageChanged(hex_id(room_id), hex_id(file_id)))
+        if fx.outbox:
+            self._outbox.notify()
+
+    async def _sync_members(self, tx: Any, live: Live) -> list[ClientEvent]:
+        room_id = live.record.room_id
+        events: list[ClientEvent] = []
+        current = {m.member_id: m for m in live.room.members()} if live.room.active else {}
+        for member in await tx.members(room_id):
+            if member.member_id not in current:
+                await tx.remove_member(room_id, member.member_id)
+        for member_id, m in current.items():
+            before = await tx.member(room_id, member_id)
+            stored = await tx.put_member(
+                room_id,
+                member_id,
+                self._name(live, member_id),
+                m.signature_key,
+                ROLE_NAMES[m.role],
+            )
+            if stored.key_changed and (before is None or not before.key_changed):
+                _log.warning("a verified member's key changed")
+                events.append(VerificationChanged(hex_id(room_id), hex_id(member_id), False, True))
+        return events
+
+    async def _after(self, live: Live, fx: Effects) -> None:
+        """Follow-ups outside the room lock: new mailbox, announcements, leaves."""
+        if fx.moved_to is not None:
+            await self._moved(live, fx.moved_to)
+        if fx.removed:
+            await self.connection.unfollow(live.meta.access.mailbox)
+            self._live.pop(live.record.room_id, None)
+            return
+        if fx.announce:
+            await self._announce(live)
+        if fx.commit_leaves:
+            self._spawn(self._commit(live, lambda r, now: r.commit_proposals(now=now)))
+
+    async def _moved(self, live: Live, access: RoomAccess) -> None:
+        """The room moved to ``access``: make sure it exists, follow it, move queued posts."""
+        old = live.meta.previous[-1] if live.meta.previous else None
+        cap = access_capability(access)
+        with contextlib.suppress(MailboxExists):  # another member opened it: same keys
+            await self.connection.create_mailbox(cap, timeout=REQUEST_SECONDS)
+        self._routes[access.mailbox] = ("room", live.record.room_id)
+        if old is not None:
+            self._routes.pop(old, None)
+            await self.connection.unfollow(old)
+        await self.store.retarget_outbox(live.record.room_id, access.mailbox)
+        await self._follow(cap, 0)
+        self._outbox.notify()
+
+    async def _announce(self, live: Live) -> None:
+        content = Profile(new_message_id(), int(self._now() * 1000), self.identity.display_name)
+        await self._post(live, content, store_message=None)
+
+    # -- rooms: commits ----------------------------------------------------------------------
+
+    async def _commit(
+        self,
+        live: Live,
+        make: Callable[[Room, int], Any],
+        action: dict[str, Any] | None = None,
+    ) -> None:
+        """Make a commit with ``make(room, now)`` and get it accepted, retrying lost races."""
+        for _attempt in range(COMMIT_ATTEMPTS):
+            async with live.lock:
+                if not live.room.active:
+                    raise BackchannelError("You are no longer a member of this room.")
+                epoch = live.room.epoch
+                try:
+                    make(live.room, int(self._now()))
+                except RoomError as exc:
+                    raise BackchannelError(str(exc)) from None
+                live.meta = replace(live.meta, pending_key=os.urandom(16), pending_action=action)
+                state = live.room.to_bytes()
+                live.record = replace(live.record, state=state, mailbox=live.meta.to_bytes())
+                await self.store.put_room(live.record)
+                won, fx = await self._offer(live)
+            if won:
+                await self._after(live, fx)
+                return
+            await self._catch_up(live, epoch)
+        raise BackchannelError(
+            "Other changes kept winning the race for this room; try again in a moment."
+        )
+
+    async def _catch_up(self, live: Live, epoch: int) -> None:
+        deadline = asyncio.get_running_loop().time() + CATCH_UP_SECONDS
+        while live.room.epoch <= epoch:
+            live.epoch_changed.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.epoch_changed.wait(), remaining)
+
+    async def _offer(self, live: Live) -> tuple[bool, Effects]:
+        """Offer the pending commit (lock held). Returns whether it won, and its effects."""
+        pending = live.room.pending
+        key = live.meta.pending_key
+        if pending is None or key is None:
+            live.meta = replace(live.meta, pending_key=None, pending_action=None)
+            await self._apply(live, Effects())
+            return False, Effects()
+        access = live.meta.access
+        try:
+            result = await self.connection.append(
+                access.mailbox,
+                pending.commit,
+                key,
+                epoch=access.relay_epoch(pending.epoch),
+                timeout=REQUEST_SECONDS,
+            )
+        except StaleEpoch:
+            live.room.discard_pending()
+            live.meta = replace(live.meta, pending_key=None, pending_action=None)
+            await self._apply(live, Effects())
+            return False, Effects()
+        except TransportError as exc:
+            # Unknown outcome (offline, refused): keep the pending commit; it is
+            # offered again with the same key when the client next starts.
+            raise BackchannelError(
+                f"The relay did not take the change ({exc.__class__.__name__}); it will be "
+                "retried the next time this profile connects."
+            ) from None
+        welcome = pending.welcome
+        action = live.meta.pending_action or {}
+        events = live.room.confirm_pending()
+        live.meta = replace(
+            live.meta, pending_key=None, pending_action=None, last_update=self._now()
+        )
+        fx = self._effects(live, events, self._now())
+        if "approve" in action and welcome is not None:
+            await self._approved(live, fx, bytes(action["approve"]), welcome, result.seq, access)
+        await self._apply(live, fx)
+        if any(isinstance(e, MembersChanged) and e.added for e in fx.events):
+            fx.announce = True  # newcomers learn every name from its owner, the committer too
+        return True, fx
+
+    async def _recover_pending(self, live: Live) -> None:
+        async with live.lock:
+            won, fx = await self._offer(live)
+        if won:
+            await self._after(live, fx)
+
+    # -- rooms: creating, inviting, approving ---------------------------------------------
+
+    async def create_room(self, title: str, approval: str, retention: int) -> RoomSummary:
+        try:
+            mode = {"manual": JoinApproval.MANUAL, "auto": JoinApproval.AUTOMATIC}[approval]
+        except KeyError:
+            raise BackchannelError("Approval is 'manual' or 'auto'.") from None
+        if retention < 0:
+            raise BackchannelError("Retention must not be negative.")
+        now = self._now()
+        try:
+            room = Room.create(
+                self.identity.cipher_suite,
+                self.identity.credential(),
+                self.identity.private_key(),
+                title=title.strip(),
+                now=int(now),
+                approval=mode,
+                retention_seconds=retention,
+            )
+        except (RoomError, TypeError, ValueError) as exc:
+            raise BackchannelError(f"This room cannot be created: {exc}") from None
+        access = derive_access(room.export_secret, room.epoch)
+        try:
+            await self.connection.create_mailbox(access_capability(access), timeout=REQUEST_SECONDS)
+        except TransportError as exc:
+            raise BackchannelError(
+                f"Cannot reach the relay to open the room ({exc.__class__.__name__}); "
+                "check the connection and try again."
+            ) from None
+        meta = RoomMeta(access, last_update=now)
+        record = RoomRecord(
+            room.group_id,
+            room.policy.title,
+            now,
+            room.to_bytes(),
+            meta.to_bytes(),
+            retention or None,
+        )
+        live = Live(record, room, meta, {self._me: self.identity.display_name})
+        async with self.store.transaction() as tx:
+            await tx.put_room(record)
+            await self._sync_members(tx, live)
+        self._live[room.group_id] = live
+        await self._follow_room(live)
+        self._emit(RoomChanged(hex_id(room.group_id)))
+        return await self.summary(room.group_id)
+
+    def _require(self, room_id: bytes) -> Live:
+        live = self._live.get(room_id)
+        if live is None:
+            raise BackchannelError("You are not in that room (any more).")
+        return live
+
+    def _require_facilitator(self, live: Live) -> None:
+        if live.room.policy.role_of(self._me) is not Role.FACILITATOR:
+            raise BackchannelError("Only a facilitator of this room can do that.")
+
+    # -- sync and housekeeping ---------------------------------------------------------------
+
+    async def sync(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await asyncio.wait_for(self.connection.wait_connected(), timeout)
+            for _round in range(3):  # handling entries may follow new mailboxes or queue posts
+                heads: dict[bytes, int] = {}
+                for mailbox in list(self._routes):
+                    if self.connection.cursor(mailbox) is None:
+                        continue
+                    with contextlib.suppress(Denied):
+                        page = await self.connection.fetch(
+                            mailbox, after=0, limit=1, timeout=max(0.1, deadline - loop.time())
+                        )
+                        heads[mailbox] = page.head
+                for mailbox, head in heads.items():
+                    while (cursor := self.connection.cursor(mailbox)) is not None and cursor < head:
+                        if loop.time() > deadline:
+                            raise TimeoutError
+                        await asyncio.sleep(0.02)
+                await asyncio.wait_for(self._outbox.flush(), max(0.1, deadline - loop.time()))
+                while self._tasks:
+                    await asyncio.wait(list(self._tasks), timeout=max(0.1, deadline - loop.time()))
+                    if loop.time() > deadline:
+                        raise TimeoutError
+        except (TimeoutError, TransportError):
+            raise BackchannelError(
+                f"Could not finish syncing with the relay at {self._relay_url} within "
+                f"{timeout:g} s; check that it is running and reachable."
+            ) from None
+
+    async def erase_expired(self) -> int:
+        """Erase messages older than their room's retention; returns how many went."""
+        return await self.store.erase_expired(self._now())
+
+    async def run_due_updates(self) -> None:
+        """Start a self-update in every room where this member's last one is due."""
+        for live in list(self._live.values()):
+            due = live.meta.last_update + self._self_update_seconds
+            if live.room.active and self._now() >= due and live.room.pending is None:
+                self._spawn(self.self_update(live.record.room_id))
+
+    async def _housekeep(self) -> None:
+        while not self._closed:
+            try:
+                await self.erase_expired()
+                await self.run_due_updates()
+            except Exception as exc:  # housekeeping must never stop the client
+                _log.warning("housekeeping failed: %s", type(exc).__name__)
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+    async def _on_rejected(self, item: OutboxItem, exc: Rejected) -> None:
+        """A queued post was refused for good."""
+        route = self._routes.get(item.mailbox)
+        if route is None:
+            for live in self._live.values():
+                if item.mailbox in live.meta.previous:
+                    # The room moved while this was queued: send it to the new mailbox.
+                    await self.store.retarget_outbox(live.record.room_id, live.meta.access.mailbox)
+                    self._outbox.notify()
+                    return
+        self._emit(Alert(None, f"The relay refused a message ({exc.code})."))

@@ -1,0 +1,99 @@
+"""Shared pieces of the engine: a room in memory, the effects of one entry, ids, keys."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Final
+
+from ..errors import BackchannelError
+from ..records import RoomMeta
+from ..rooms.access import RoomAccess
+from ..rooms.policy import Role
+from ..rooms.room import Room
+from ..store.records import Message, OutboxEntry
+from ..store.records import Room as RoomRecord
+from ..views import (
+    ClientEvent,
+)
+
+__all__ = [
+    "CATCH_UP_SECONDS",
+    "COMMIT_ATTEMPTS",
+    "DEFAULT_SELF_UPDATE_SECONDS",
+    "HOUSEKEEPING_SECONDS",
+    "INVITE_KEY",
+    "JOINING_KEY",
+    "REQUEST_KEY",
+    "REQUEST_SECONDS",
+    "ROLE_NAMES",
+    "WRITE_CAP_KEY",
+    "Effects",
+    "Live",
+    "hex_id",
+    "parse_id",
+]
+
+
+#: Members commit a fresh path this often (post-compromise security).
+DEFAULT_SELF_UPDATE_SECONDS: Final = 7 * 86400
+#: How often the housekeeping task runs (retention, scheduled updates).
+HOUSEKEEPING_SECONDS: Final = 60.0
+#: Tries of one change against concurrent commits before giving up.
+COMMIT_ATTEMPTS: Final = 8
+#: Seconds to wait for the winning commit after losing a race.
+CATCH_UP_SECONDS: Final = 10.0
+#: Seconds one relay request may take before the user is told.
+REQUEST_SECONDS: Final = 30.0
+
+INVITE_KEY = "invite/"
+REQUEST_KEY = "request/"
+JOINING_KEY = "joining/"
+WRITE_CAP_KEY = "wcap/"
+ROLE_NAMES: Final = {
+    Role.FACILITATOR: "facilitator",
+    Role.PARTICIPANT: "participant",
+    Role.OBSERVER: "observer",
+}
+
+
+def hex_id(b: bytes) -> str:
+    return b.hex()
+
+
+def parse_id(text: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(text.strip())
+    except ValueError:
+        raise BackchannelError(f"{text!r} is not a valid {what} id.") from None
+
+
+@dataclass(slots=True, eq=False)
+class Live:
+    """A joined room in memory; ``lock`` serialises every change to it."""
+
+    record: RoomRecord
+    room: Room
+    meta: RoomMeta
+    names: dict[bytes, str] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    epoch_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
+class Effects:
+    """What processing one entry (or one own commit) does, applied in one transaction."""
+
+    messages: list[Message] = field(default_factory=list)
+    edits: list[tuple[bytes, str, float]] = field(default_factory=list)
+    deletes: list[bytes] = field(default_factory=list)
+    chunks: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    names: dict[bytes, str] = field(default_factory=dict)
+    events: list[ClientEvent] = field(default_factory=list)
+    outbox: list[OutboxEntry] = field(default_factory=list)
+    settings: dict[str, bytes | None] = field(default_factory=dict)
+    members_changed: bool = False
+    moved_to: RoomAccess | None = None
+    removed: bool = False
+    announce: bool = False
+    commit_leaves: bool = False
