@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..caps import access_capability, capability
 from ..errors import BackchannelError
@@ -53,6 +54,7 @@ from ..transport.connection import RelayConnection
 from ..transport.errors import Denied, MailboxExists, Rejected, StaleEpoch, TransportError
 from ..transport.events import ConnectionState, Entry, LinkState, Reset, Revoked
 from ..transport.outbox import OutboxItem, OutboxSender
+from ..transport.session import MailboxCapability
 from ..views import (
     Alert,
     ClientEvent,
@@ -420,6 +422,7 @@ class Engine(InviteFlows, RoomActions):
         record = live.record
         if fx.moved_to is not None:
             meta = live.meta
+            fx.moved_from = meta.access
             live.meta = replace(
                 meta, access=fx.moved_to, previous=(*meta.previous, meta.access.mailbox)
             )
@@ -492,6 +495,8 @@ class Engine(InviteFlows, RoomActions):
         """Follow-ups outside the room lock: new mailbox, announcements, leaves."""
         if fx.moved_to is not None:
             await self._moved(live, fx.moved_to)
+            if fx.own_commit and fx.moved_from is not None:
+                await self._seal_old_mailbox(fx.moved_from)
         if fx.removed:
             await self.connection.unfollow(live.meta.access.mailbox)
             self._live.pop(live.record.room_id, None)
@@ -514,6 +519,24 @@ class Engine(InviteFlows, RoomActions):
         await self.store.retarget_outbox(live.record.room_id, access.mailbox)
         await self._follow(cap, 0)
         self._outbox.notify()
+
+    async def _seal_old_mailbox(self, old: RoomAccess) -> None:
+        """Rotate the old mailbox's write and admin keys to keys nobody keeps.
+
+        Its read key stays, so members who are behind can still read up to the
+        commit that moved the room; nobody, the removed member included, can post
+        there any more.
+        """
+        sealed = MailboxCapability(
+            old.mailbox,
+            Ed25519PrivateKey.from_private_bytes(old.read_seed),
+            Ed25519PrivateKey.generate(),
+            Ed25519PrivateKey.generate(),
+        )
+        try:
+            await self.connection.rotate(access_capability(old), sealed, timeout=REQUEST_SECONDS)
+        except TransportError as exc:  # the room has moved anyway; this only closes a door
+            _log.info("the old room mailbox could not be sealed (%s)", type(exc).__name__)
 
     async def _announce(self, live: Live) -> None:
         content = Profile(new_message_id(), int(self._now() * 1000), self.identity.display_name)
@@ -596,6 +619,7 @@ class Engine(InviteFlows, RoomActions):
             live.meta, pending_key=None, pending_action=None, last_update=self._now()
         )
         fx = self._effects(live, events, self._now())
+        fx.own_commit = True
         if "approve" in action and welcome is not None:
             await self._approved(live, fx, bytes(action["approve"]), welcome, result.seq, access)
         await self._apply(live, fx)
@@ -730,4 +754,9 @@ class Engine(InviteFlows, RoomActions):
                     await self.store.retarget_outbox(live.record.room_id, live.meta.access.mailbox)
                     self._outbox.notify()
                     return
+        if route is not None and route[0] == "room" and isinstance(exc, Denied):
+            # The room is moving (a removal was committed and its old mailbox sealed):
+            # the post goes to the new mailbox once this member reads the move.
+            _log.info("a post waits for the room's move to a new mailbox")
+            return
         self._emit(Alert(None, f"The relay refused a message ({exc.code})."))

@@ -94,6 +94,10 @@ class Effects:
     settings: dict[str, bytes | None] = field(default_factory=dict)
     members_changed: bool = False
     moved_to: RoomAccess | None = None
+    #: The mailbox the room moved away from (set when the move is applied).
+    moved_from: RoomAccess | None = None
+    #: The effects of this member's own accepted commit.
+    own_commit: bool = False
     removed: bool = False
     announce: bool = False
     commit_leaves: bool = False

@@ -218,6 +218,12 @@ async def test_a_removed_member_cannot_reach_the_new_mailbox(people: dict[str, P
         for role in ("read", "write"):
             with pytest.raises(Denied):
                 await session.auth(stolen, role)
+        # ... and the old mailbox, which he can still read up to his removal, is sealed.
+        old_cap = MailboxCapability(
+            old.mailbox, write=Ed25519PrivateKey.from_private_bytes(old.write_seed)
+        )
+        with pytest.raises(Denied):
+            await session.auth(old_cap, "write")
     finally:
         await session.close()
     # In his own store: nothing after the removal.
