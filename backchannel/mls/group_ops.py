@@ -44,8 +44,6 @@ from .framing import (
     PrivateMessage,
     PublicMessage,
     Sender,
-    SenderData,
-    SenderDataAAD,
     SenderType,
     WireFormat,
 )
@@ -72,12 +70,13 @@ from .messages import (
 )
 from .protection import (
     authenticate,
+    open_sender_data,
     protect_private_message,
     protect_public_message,
     unprotect_private_message,
     unprotect_public_message,
 )
-from .secret_tree import SecretTree, sender_data_key_nonce
+from .secret_tree import SecretTree
 from .tree import RatchetTree
 from .tree_structs import (
     HPKEPublicKeyBytes,
@@ -387,14 +386,6 @@ def _external_key(context: GroupContext, index: int) -> bytes:
     return senders[index].signature_key
 
 
-def _peek_sender(cs: CipherSuiteImpl, message: PrivateMessage, sender_data_secret: bytes) -> int:
-    key, nonce = sender_data_key_nonce(cs, sender_data_secret, message.ciphertext)
-    aad = SenderDataAAD(message.group_id, message.epoch, message.content_type).to_bytes()
-    return SenderData.from_bytes(
-        cs.aead_open(key, nonce, aad, message.encrypted_sender_data)
-    ).leaf_index
-
-
 def process(state: GroupState, data: bytes) -> Event:
     """Verify one MLSMessage; see :meth:`Group.process`. Changes nothing on error."""
     msg = MLSMessage.from_bytes(data)
@@ -458,11 +449,14 @@ def _process_private(state: GroupState, message: PrivateMessage) -> Event:
             past.secret_tree,
         )
     cs = e.suite
-    if _peek_sender(cs, message, sds) == e.private_keys.leaf_index and past is None:
+    if message.group_id != context.group_id or message.epoch != context.epoch:
+        raise ValidationError("message is for another group or epoch")
+    sender_data = open_sender_data(cs, message, sds)
+    if sender_data.leaf_index == e.private_keys.leaf_index and past is None:
         return OwnMessage(message.epoch, message.content_type)
     work = secret_tree.copy()
     auth = unprotect_private_message(
-        cs, message, context, work, sds, lambda i: _member_key(tree, i)
+        cs, message, context, work, sds, lambda i: _member_key(tree, i), sender_data
     )
     if past is not None:
         assert auth.content.sender.index is not None

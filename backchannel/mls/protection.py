@@ -278,6 +278,19 @@ def protect_private_message(
     )
 
 
+def open_sender_data(
+    cs: CipherSuiteImpl, message: PrivateMessage, sender_data_secret: bytes
+) -> SenderData:
+    """Decrypt a PrivateMessage's sender data (RFC 9420 §6.3.2).
+
+    Raises:
+        VerificationError: it does not decrypt. DecodeError: it is malformed.
+    """
+    key, nonce = sender_data_key_nonce(cs, sender_data_secret, message.ciphertext)
+    aad = SenderDataAAD(message.group_id, message.epoch, message.content_type).to_bytes()
+    return SenderData.from_bytes(cs.aead_open(key, nonce, aad, message.encrypted_sender_data))
+
+
 def unprotect_private_message(
     cs: CipherSuiteImpl,
     message: PrivateMessage,
@@ -285,6 +298,7 @@ def unprotect_private_message(
     secret_tree: SecretTree,
     sender_data_secret: bytes,
     signature_keys: SignatureKeyLookup,
+    sender_data: SenderData | None = None,
 ) -> AuthenticatedContent:
     """Decrypt and verify a PrivateMessage (RFC 9420 §6.3, §6.1).
 
@@ -297,6 +311,8 @@ def unprotect_private_message(
         sender_data_secret: that epoch's sender data secret.
         signature_keys: returns the signature key of the member at a leaf index; it
             should raise ValidationError for a blank or unknown leaf.
+        sender_data: the message's sender data if the caller already decrypted it
+            with :func:`open_sender_data` (saves doing it twice).
 
     Raises:
         ValidationError: wrong group or epoch, a bad leaf index or generation (reused,
@@ -305,11 +321,8 @@ def unprotect_private_message(
         DecodeError: the decrypted sender data or content is malformed.
     """
     _check_epoch(message.group_id, message.epoch, context)
-    key, nonce = sender_data_key_nonce(cs, sender_data_secret, message.ciphertext)
-    sd_aad = SenderDataAAD(message.group_id, message.epoch, message.content_type).to_bytes()
-    sender_data = SenderData.from_bytes(
-        cs.aead_open(key, nonce, sd_aad, message.encrypted_sender_data)
-    )
+    if sender_data is None:
+        sender_data = open_sender_data(cs, message, sender_data_secret)
     ratchet_type = _ratchet_type(message.content_type)
     ratchet_key = secret_tree.get(sender_data.leaf_index, ratchet_type, sender_data.generation)
     aad = PrivateContentAAD(
