@@ -438,28 +438,34 @@ class Engine(InviteFlows, RoomActions):
         )
         live.names.update(fx.names)
         verification: list[ClientEvent] = []
-        async with self.store.transaction() as tx:
-            await tx.put_room(record)
-            for m in fx.messages:
-                await tx.add_message(m)
-            for target, body, at in fx.edits:
-                await tx.edit_message(room_id, target, body, at)
-            for target in fx.deletes:
-                await tx.delete_message(room_id, target)
-            for file_id, index, data in fx.chunks:
-                with contextlib.suppress(Exception):  # a chunk of an unknown file is dropped
-                    await tx.put_attachment_chunk(room_id, file_id, index, data)
-            if fx.members_changed or fx.removed or fx.moved_to is not None:
-                verification = await self._sync_members(tx, live)
-            for entry in fx.outbox:
-                await tx.enqueue(entry)
-            for key, value in fx.settings.items():
-                if value is None:
-                    await tx.delete_setting(key)
-                else:
-                    await tx.set_setting(key, value)
-            if cursor is not None:
-                await tx.set_cursor(cursor[0], cursor[1], room_id=room_id)
+        try:
+            async with self.store.transaction() as tx:
+                await tx.put_room(record)
+                for m in fx.messages:
+                    await tx.add_message(m)
+                for target, body, at in fx.edits:
+                    await tx.edit_message(room_id, target, body, at)
+                for target in fx.deletes:
+                    await tx.delete_message(room_id, target)
+                for file_id, index, data in fx.chunks:
+                    with contextlib.suppress(Exception):  # a chunk of an unknown file is dropped
+                        await tx.put_attachment_chunk(room_id, file_id, index, data)
+                if fx.members_changed or fx.removed or fx.moved_to is not None:
+                    verification = await self._sync_members(tx, live)
+                for entry in fx.outbox:
+                    await tx.enqueue(entry)
+                for key, value in fx.settings.items():
+                    if value is None:
+                        await tx.delete_setting(key)
+                    else:
+                        await tx.set_setting(key, value)
+                if cursor is not None:
+                    await tx.set_cursor(cursor[0], cursor[1], room_id=room_id)
+        except BaseException:
+            # Nothing was written: put the room back as the store has it, so memory and
+            # disk never disagree (the entry is read again after a restart).
+            self._restore(live)
+            raise
         live.record = record
         live.epoch_changed.set()
         for event in (*fx.events, *verification):
@@ -469,6 +475,12 @@ class Engine(InviteFlows, RoomActions):
                 self._emit(MessageChanged(hex_id(room_id), hex_id(file_id)))
         if fx.outbox:
             self._outbox.notify()
+
+    def _restore(self, live: Live) -> None:
+        """Reset a room in memory to its last saved state."""
+        if live.record.state is not None and live.record.mailbox is not None:
+            live.room = Room.from_bytes(live.record.state)
+            live.meta = RoomMeta.from_bytes(live.record.mailbox)
 
     async def _sync_members(self, tx: Any, live: Live) -> list[ClientEvent]:
         room_id = live.record.room_id
@@ -561,9 +573,15 @@ class Engine(InviteFlows, RoomActions):
                 except RoomError as exc:
                     raise BackchannelError(str(exc)) from None
                 live.meta = replace(live.meta, pending_key=os.urandom(16), pending_action=action)
-                state = live.room.to_bytes()
-                live.record = replace(live.record, state=state, mailbox=live.meta.to_bytes())
-                await self.store.put_room(live.record)
+                saved = replace(
+                    live.record, state=live.room.to_bytes(), mailbox=live.meta.to_bytes()
+                )
+                try:
+                    await self.store.put_room(saved)
+                except BaseException:
+                    self._restore(live)  # the commit was never saved, so never offered
+                    raise
+                live.record = saved
                 won, fx = await self._offer(live)
             if won:
                 await self._after(live, fx)

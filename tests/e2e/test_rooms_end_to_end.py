@@ -14,7 +14,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backchannel.errors import BackchannelError
-from backchannel.store.records import OutboxEntry
+from backchannel.store import StoreError
+from backchannel.store.records import Message, OutboxEntry
+from backchannel.store.repository import StoreTransaction
 from backchannel.transport.errors import Denied, Unreachable
 from backchannel.transport.session import MailboxCapability, RelaySession
 from backchannel.views import JoinAnswered, JoinRequested
@@ -333,3 +335,37 @@ async def test_a_commit_accepted_just_before_a_crash_is_completed_after_restart(
         await eventually(lambda p=p: _has_all(p, room, {"made it"}), timeout=30)
     epochs = {p.c.engine._live[bytes.fromhex(room)].room.epoch for p in (fac, ben, chen)}
     assert len(epochs) == 1
+
+
+async def test_a_failed_write_changes_nothing_and_the_entry_is_read_again(
+    people: dict[str, Person],
+) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Disk trouble")).id
+    await _join(fac, ben, room)
+    await ben.c.sync()
+    room_id = bytes.fromhex(room)
+    saved = ben.c.engine._live[room_id].record.state
+    real_add = StoreTransaction.add_message
+    failures = []
+
+    async def failing_add(self: StoreTransaction, message: Message) -> bool:
+        if message.body == "lost?" and not failures:
+            failures.append(message)
+            raise StoreError("simulated full disk")
+        return await real_add(self, message)
+
+    StoreTransaction.add_message = failing_add  # type: ignore[method-assign]
+    try:
+        await fac.c.send(room, "lost?")
+        await eventually(lambda: bool(failures), timeout=30)
+        await ben.c.sync()
+        assert ben.c.engine._live[room_id].record.state == saved  # memory = disk
+        assert "lost?" not in await _texts(ben, room)
+    finally:
+        StoreTransaction.add_message = real_add  # type: ignore[method-assign]
+    await ben.stop()
+    await ben.start()  # the entry's cursor never moved: it is read again
+    await eventually(lambda: _has_all(ben, room, {"lost?"}), timeout=30)
+    await fac.c.send(room, "and after")
+    await eventually(lambda: _has_all(ben, room, {"and after"}), timeout=30)
