@@ -364,6 +364,10 @@ class Client:
         """Delete one of this member's messages for everyone."""
         await self.engine.delete(self.engine.resolve_room(room), message)
 
+    async def react(self, room: str, message: str, emoji: str, *, remove: bool = False) -> None:
+        """React to a message with an emoji (or take the reaction back with ``remove``)."""
+        await self.engine.react(self.engine.resolve_room(room), message, emoji, remove)
+
     async def send_file(self, room: str, path: Path) -> MessageView:
         """Send a file (chunked, integrity-checked, up to the configured size)."""
         return await self.engine.send_file(self.engine.resolve_room(room), path)

@@ -21,6 +21,7 @@ __all__ = [
     "MessageChanged",
     "MessageView",
     "NewMessage",
+    "ReactionCount",
     "RemovedFromRoom",
     "RequestView",
     "RoomChanged",
@@ -53,6 +54,15 @@ class FileInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ReactionCount:
+    """One emoji on a message: how many members chose it, and whether this member did."""
+
+    emoji: str
+    count: int
+    mine: bool
+
+
+@dataclass(frozen=True, slots=True)
 class MessageView:
     """One message of a room's history."""
 
@@ -69,6 +79,7 @@ class MessageView:
     outgoing: bool = False
     delivered: bool = True
     file: FileInfo | None = None
+    reactions: tuple[ReactionCount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

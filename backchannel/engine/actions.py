@@ -20,6 +20,7 @@ from ..rooms.content import (
     Content,
     Delete,
     Edit,
+    Reaction,
     Text,
     new_message_id,
     split_file,
@@ -35,6 +36,7 @@ from ..views import (
     MessageChanged,
     MessageView,
     NewMessage,
+    ReactionCount,
     RoomSummary,
     VerificationChanged,
 )
@@ -137,6 +139,20 @@ class RoomActions:
             live, Delete(new_message_id(), int(now * 1000), target), store_message=None
         )
         await self.store.delete_message(room_id, target)
+        self._emit(MessageChanged(hex_id(room_id), hex_id(target)))
+
+    async def react(self, room_id: bytes, message: str, emoji: str, remove: bool) -> None:
+        live = self._require(room_id)
+        target = parse_id(message, "message")
+        if await self.store.message(room_id, target) is None:
+            raise BackchannelError("There is no such message in this room.")
+        now = self._now()
+        try:
+            content = Reaction(new_message_id(), int(now * 1000), target, emoji, remove)
+        except (TypeError, ValueError) as exc:
+            raise BackchannelError(f"That reaction cannot be sent: {exc}.") from None
+        await self._post(live, content, store_message=None)
+        await self.store.set_reaction(room_id, target, self._me, emoji, remove=remove, at=now)
         self._emit(MessageChanged(hex_id(room_id), hex_id(target)))
 
     async def _own_message(self, room_id: bytes, message: str) -> bytes:
@@ -378,7 +394,13 @@ class RoomActions:
     async def summaries(self) -> list[RoomSummary]:
         return [await self.summary(room_id) for room_id in self._live]
 
-    def _view(self, m: Message, *, complete: bool | None = None) -> MessageView:
+    def _view(
+        self,
+        m: Message,
+        *,
+        complete: bool | None = None,
+        reactions: Sequence[tuple[str, bytes]] = (),
+    ) -> MessageView:
         file = None
         if m.kind == "file" and m.attachments is not None:
             meta = msgpack.unpackb(m.attachments, raw=False)
@@ -397,16 +419,28 @@ class RoomActions:
             m.outgoing,
             (not m.outgoing) or m.delivered_seq is not None,
             file,
+            _counts(reactions, self._me),
         )
 
     async def _views(self, messages: Sequence[Message]) -> list[MessageView]:
         out = []
+        by_room: dict[bytes, list[bytes]] = {}
+        for m in messages:
+            by_room.setdefault(m.room_id, []).append(m.message_id)
+        reactions: dict[tuple[bytes, bytes], list[tuple[str, bytes]]] = {}
+        for room_id, ids in by_room.items():
+            for mid, pairs in (await self.store.reactions(room_id, ids)).items():
+                reactions[(room_id, mid)] = pairs
         for m in messages:
             complete = None
             if m.kind == "file" and m.attachments is not None:
                 n = int(msgpack.unpackb(m.attachments, raw=False)["n"])
                 complete = await self.store.attachment_chunks(m.room_id, m.message_id) >= n
-            out.append(self._view(m, complete=complete))
+            out.append(
+                self._view(
+                    m, complete=complete, reactions=reactions.get((m.room_id, m.message_id), ())
+                )
+            )
         return out
 
     async def history(self, room_id: bytes, limit: int, before: str | None) -> list[MessageView]:
@@ -417,3 +451,13 @@ class RoomActions:
 
     async def search(self, room_id: bytes, query: str, limit: int) -> list[MessageView]:
         return await self._views(await self.store.search(room_id, query, limit=limit))
+
+
+def _counts(pairs: Sequence[tuple[str, bytes]], me: bytes) -> tuple[ReactionCount, ...]:
+    """Reactions grouped by emoji, in order of first use."""
+    counts: dict[str, list[int]] = {}
+    for emoji, sender in pairs:
+        slot = counts.setdefault(emoji, [0, 0])
+        slot[0] += 1
+        slot[1] |= sender == me
+    return tuple(ReactionCount(e, n, bool(mine)) for e, (n, mine) in counts.items())

@@ -38,6 +38,7 @@ from ..rooms.content import (
     FileChunk,
     FileManifest,
     Profile,
+    Reaction,
     Text,
     new_message_id,
 )
@@ -406,6 +407,9 @@ class Engine(InviteFlows, RoomActions):
         elif isinstance(content, Delete):
             fx.deletes.append(content.target)
             fx.events.append(MessageChanged(hex_id(room_id), hex_id(content.target)))
+        elif isinstance(content, Reaction):
+            fx.reactions.append((content.target, sender, content.emoji, content.remove))
+            fx.events.append(MessageChanged(hex_id(room_id), hex_id(content.target)))
         elif isinstance(content, Profile):
             fx.names[sender] = content.display_name
             fx.members_changed = True
@@ -420,6 +424,7 @@ class Engine(InviteFlows, RoomActions):
         """Write the room state and every effect in one transaction; then emit the events."""
         room_id = live.record.room_id
         record = live.record
+        now = self._now()
         if fx.moved_to is not None:
             meta = live.meta
             fx.moved_from = meta.access
@@ -447,6 +452,8 @@ class Engine(InviteFlows, RoomActions):
                     await tx.edit_message(room_id, target, body, at)
                 for target in fx.deletes:
                     await tx.delete_message(room_id, target)
+                for target, sender, emoji, remove in fx.reactions:
+                    await tx.set_reaction(room_id, target, sender, emoji, remove=remove, at=now)
                 for file_id, index, data in fx.chunks:
                     with contextlib.suppress(Exception):  # a chunk of an unknown file is dropped
                         await tx.put_attachment_chunk(room_id, file_id, index, data)

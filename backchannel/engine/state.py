@@ -87,6 +87,8 @@ class Effects:
     messages: list[Message] = field(default_factory=list)
     edits: list[tuple[bytes, str, float]] = field(default_factory=list)
     deletes: list[bytes] = field(default_factory=list)
+    #: ``(target, sender, emoji, remove)``
+    reactions: list[tuple[bytes, bytes, str, bool]] = field(default_factory=list)
     chunks: list[tuple[bytes, int, bytes]] = field(default_factory=list)
     names: dict[bytes, str] = field(default_factory=dict)
     events: list[ClientEvent] = field(default_factory=list)

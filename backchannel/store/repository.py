@@ -312,6 +312,61 @@ class _Repository:
         )
         return int(row[0])
 
+    # -- reactions ---------------------------------------------------------------------------
+
+    async def set_reaction(
+        self,
+        room_id: bytes,
+        message_id: bytes,
+        sender_id: bytes,
+        emoji: str,
+        *,
+        remove: bool = False,
+        at: float | None = None,
+    ) -> bool:
+        """Record (or withdraw) one member's reaction; False if the message is unknown or deleted."""
+        when = self._clock() if at is None else at
+
+        def op(c: Connection) -> bool:
+            row = c.execute(
+                "SELECT deleted FROM messages WHERE room_id = ? AND message_id = ?",
+                (room_id, message_id),
+            ).fetchone()
+            if row is None or row[0]:
+                return False
+            if remove:
+                c.execute(
+                    "DELETE FROM reactions WHERE room_id = ? AND message_id = ? AND sender_id = ?"
+                    " AND emoji = ?",
+                    (room_id, message_id, sender_id, emoji),
+                )
+            else:
+                c.execute(
+                    "INSERT OR IGNORE INTO reactions (room_id, message_id, sender_id, emoji,"
+                    " reacted_at) VALUES (?, ?, ?, ?, ?)",
+                    (room_id, message_id, sender_id, emoji, when),
+                )
+            return True
+
+        return await self._run(op)
+
+    async def reactions(
+        self, room_id: bytes, message_ids: Sequence[bytes]
+    ) -> dict[bytes, list[tuple[str, bytes]]]:
+        """``(emoji, sender)`` pairs per message, oldest first, for the given messages."""
+        out: dict[bytes, list[tuple[str, bytes]]] = {}
+        for start in range(0, len(message_ids), 500):  # SQLite's parameter limit
+            chunk = list(message_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                "SELECT message_id, emoji, sender_id FROM reactions WHERE room_id = ?"  # noqa: S608 - only "?" marks are interpolated
+                f" AND message_id IN ({marks}) ORDER BY reacted_at, emoji",
+                (room_id, *chunk),
+            )
+            for mid, emoji, sender in rows:
+                out.setdefault(bytes(mid), []).append((str(emoji), bytes(sender)))
+        return out
+
     # -- retention ------------------------------------------------------------------------
 
     async def erase_older_than(self, room_id: bytes, cutoff: float) -> int:

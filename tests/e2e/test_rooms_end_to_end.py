@@ -369,3 +369,43 @@ async def test_a_failed_write_changes_nothing_and_the_entry_is_read_again(
     await eventually(lambda: _has_all(ben, room, {"lost?"}), timeout=30)
     await fac.c.send(room, "and after")
     await eventually(lambda: _has_all(ben, room, {"and after"}), timeout=30)
+
+
+async def test_replies_edits_deletes_and_reactions_reach_everyone(
+    people: dict[str, Person],
+) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Threads")).id
+    await _join(fac, ben, room)
+    first = await fac.c.send(room, "proposal A")
+    await eventually(lambda: _has_all(ben, room, {"proposal A"}), timeout=30)
+    reply = await ben.c.send(room, "I agree with A", reply_to=first.id)
+    await ben.c.react(room, first.id, "👍")
+    await fac.c.edit(room, first.id, "proposal A, revised")
+
+    async def settled() -> bool:
+        views = {m.id: m for m in await fac.c.history(room)}
+        mine = {m.id: m for m in await ben.c.history(room)}
+        return (
+            reply.id in views
+            and views[reply.id].reply_to == first.id
+            and [(r.emoji, r.count, r.mine) for r in views[first.id].reactions]
+            == [("👍", 1, False)]
+            and [(r.emoji, r.mine) for r in mine[first.id].reactions] == [("👍", True)]
+            and mine[first.id].text == "proposal A, revised"
+            and mine[first.id].edited
+        )
+
+    await eventually(settled, timeout=30)
+    with pytest.raises(BackchannelError, match="your own"):
+        await ben.c.edit(room, first.id, "rewriting history")
+    await ben.c.react(room, first.id, "👍", remove=True)
+    await fac.c.delete(room, first.id)
+
+    async def gone() -> bool:
+        views = {m.id: m for m in await ben.c.history(room)}
+        return (
+            views[first.id].deleted and views[first.id].text == "" and not views[first.id].reactions
+        )
+
+    await eventually(gone, timeout=30)

@@ -292,3 +292,23 @@ async def test_ten_thousand_messages(tmp_path: Path) -> None:
 async def test_message_repr_hides_the_body() -> None:
     m: Message = text_message(1, "very private words")
     assert "very private words" not in repr(m)
+
+
+async def test_reactions_follow_their_message(store: Store) -> None:
+    await store.add_message(text_message(1))
+    await store.add_message(text_message(2))
+    m1, m2 = b"msg-00000001", b"msg-00000002"
+    assert await store.set_reaction(ROOM, m1, b"bob", "👍", at=1.0)
+    assert await store.set_reaction(ROOM, m1, b"bob", "👍", at=2.0)  # idempotent
+    assert await store.set_reaction(ROOM, m1, b"carol", "🎉", at=3.0)
+    assert await store.set_reaction(ROOM, m2, b"bob", "👍", at=4.0)
+    assert not await store.set_reaction(ROOM, b"msg-unknown", b"bob", "👍")
+    got = await store.reactions(ROOM, [m1, m2])
+    assert got == {m1: [("👍", b"bob"), ("🎉", b"carol")], m2: [("👍", b"bob")]}
+    assert await store.set_reaction(ROOM, m1, b"bob", "👍", remove=True)
+    assert (await store.reactions(ROOM, [m1]))[m1] == [("🎉", b"carol")]
+    assert await store.delete_message(ROOM, m1)  # a tombstone keeps no reactions
+    assert await store.reactions(ROOM, [m1]) == {}
+    assert not await store.set_reaction(ROOM, m1, b"bob", "👍")
+    assert await store.erase_older_than(ROOM, 10.0) == 2  # erased messages take theirs along
+    assert await store.reactions(ROOM, [m2]) == {}
