@@ -2,16 +2,27 @@
 
 The passphrase comes from ``BACKCHANNEL_PASSPHRASE``, from ``--passphrase-file``, or
 from a hidden prompt, so scripts and people both work.
+
+Commands that need the relay open the profile, connect, sync (read every followed
+mailbox to its head), act, and sync again so that what they wrote has left the
+outbox before the process exits. Read-only commands fall back to what this device
+already has, with a warning, when the relay cannot be reached.
+
+``--json`` shapes are stable: objects for single results, lists for ``rooms``,
+``members`` and ``requests``, and one object per line for ``read``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +31,17 @@ import click
 from .client import Client
 from .errors import BackchannelError
 from .locations import default_home
+from .views import (
+    Alert,
+    ClientEvent,
+    JoinAnswered,
+    MemberView,
+    MessageView,
+    NewMessage,
+    RemovedFromRoom,
+    RequestView,
+    RoomSummary,
+)
 
 __all__ = ["main"]
 
@@ -31,6 +53,7 @@ class Options:
     home: Path
     json: bool
     passphrase_file: Path | None
+    proxy: str | None = None
 
     def passphrase(self, *, confirm: bool = False) -> str:
         env = os.environ.get("BACKCHANNEL_PASSPHRASE")
@@ -73,11 +96,22 @@ def _emit(opts: Options, data: dict[str, Any], human: Callable[[], str]) -> None
 @click.option(
     "--passphrase-file", type=click.Path(path_type=Path), help="Read the passphrase from a file."
 )
+@click.option(
+    "--proxy",
+    envvar="BACKCHANNEL_PROXY",
+    help="SOCKS5 proxy for the relay connection, e.g. socks5h://127.0.0.1:9050 for Tor.",
+)
 @click.version_option(package_name="backchannel", prog_name="backchannel")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, as_json: bool, passphrase_file: Path | None) -> None:
+def cli(
+    ctx: click.Context,
+    home: Path | None,
+    as_json: bool,
+    passphrase_file: Path | None,
+    proxy: str | None,
+) -> None:
     """Backchannel: end-to-end encrypted rooms for confidential dialogue."""
-    ctx.obj = Options(home or default_home(), as_json, passphrase_file)
+    ctx.obj = Options(home or default_home(), as_json, passphrase_file, proxy)
     if ctx.invoked_subcommand is None:
         click.echo(
             "The terminal app is not built yet. Create a profile with `backchannel init --name NAME`, "
@@ -137,6 +171,554 @@ def status(opts: Options) -> None:
             ]
         ),
     )
+
+
+# -- shared machinery for the commands that talk to the relay ---------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class Duration(click.ParamType[int]):
+    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` or bare seconds, as a number of seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", str(value).lower())
+        if match is None:
+            self.fail(
+                f"{value!r} is not a duration; use seconds or a number with a unit, "
+                "e.g. 90s, 30m, 12h, 7d or 2w.",
+                param,
+                ctx,
+            )
+        return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+DURATION = Duration()
+
+
+@dataclasses.dataclass
+class Session:
+    """A started client plus every event it produced while the command ran."""
+
+    client: Client
+    opts: Options
+    seen: list[ClientEvent] = dataclasses.field(default_factory=list)
+    synced: bool = True
+    arrived: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    async def sync(self) -> None:
+        await self.client.sync()
+
+    async def follow(self, start: int) -> AsyncIterator[ClientEvent]:
+        """Every event from index ``start`` of :attr:`seen` on, waiting for new ones forever."""
+        index = start
+        while True:
+            while index < len(self.seen):
+                yield self.seen[index]
+                index += 1
+            self.arrived.clear()
+            await self.arrived.wait()
+
+
+async def _session(
+    opts: Options,
+    action: Callable[[Session], Awaitable[T]],
+    *,
+    writes: bool,
+) -> T:
+    """Open, start and sync the profile, run ``action``, sync again if it wrote, and close.
+
+    A command that only reads shows what this device has when the relay is unreachable.
+    """
+    passphrase = opts.passphrase()
+    client = await Client.open(opts.home, passphrase)
+    session = Session(client, opts)
+
+    async def collect() -> None:
+        async for event in client.events():
+            session.seen.append(event)
+            session.arrived.set()
+
+    collector: asyncio.Task[None] | None = None
+    try:
+        await client.start(proxy=opts.proxy)
+        collector = asyncio.create_task(collect())
+        try:
+            await session.sync()
+        except BackchannelError as exc:
+            if writes:
+                raise
+            session.synced = False
+            click.echo(
+                f"Warning: {exc.user_message()} Showing what this device already has.", err=True
+            )
+        result = await action(session)
+        if writes:
+            await session.sync()
+        await asyncio.sleep(0)  # let the collector take the last events
+        return result
+    finally:
+        if collector is not None:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+        await client.close()
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, sort_keys=True))
+
+
+def _when(seconds: float) -> str:
+    local = time.localtime(seconds)
+    if time.strftime("%Y-%m-%d", local) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M", local)
+    return time.strftime("%Y-%m-%d %H:%M", local)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _message_json(m: MessageView) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "room": m.room,
+        "sender": m.sender,
+        "sender_name": m.sender_name,
+        "text": m.text,
+        "time": m.time,
+        "kind": m.kind,
+        "reply_to": m.reply_to,
+        "edited": m.edited,
+        "deleted": m.deleted,
+        "outgoing": m.outgoing,
+        "delivered": m.delivered,
+        "file": dataclasses.asdict(m.file) if m.file is not None else None,
+    }
+
+
+def _message_line(m: MessageView) -> str:
+    head = f"[{_when(m.time)}] {m.sender_name}"
+    if m.deleted:
+        return f"{head}: (deleted)"
+    if m.file is not None:
+        state = "" if m.file.complete else ", still arriving"
+        body = f"sent the file {m.file.name} ({_size(m.file.size)}{state}); id {m.id}"
+        return f"{head} {body}"
+    if m.kind != "text":
+        return f"[{_when(m.time)}] * {m.text}" if m.text else f"{head}: ({m.kind})"
+    return f"{head}: {m.text}" + (" (edited)" if m.edited else "")
+
+
+def _emit_message(opts: Options, m: MessageView) -> None:
+    if opts.json:
+        _print_json(_message_json(m))
+    else:
+        click.echo(_message_line(m))
+
+
+def _member_line(m: MemberView) -> str:
+    marks = []
+    if m.me:
+        marks.append("you")
+    if m.verified:
+        marks.append("verified")
+    elif not m.me:
+        marks.append("not verified")
+    if m.key_changed:
+        marks.append("KEY CHANGED: compare safety numbers again")
+    return f"{m.name:<20} {m.role:<12} {', '.join(marks):<24} {m.id}"
+
+
+def _room_line(r: RoomSummary) -> str:
+    extra = f", {r.pending_requests} waiting to join" if r.pending_requests else ""
+    left = "" if r.joined else " (left)"
+    return f"{r.title}{left}: {r.role}, {r.members} members{extra}  [{r.id}]"
+
+
+# -- rooms --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_obj
+def rooms(opts: Options) -> None:
+    """List your rooms (JSON: id, title, role, members, ...)."""
+
+    async def action(s: Session) -> list[RoomSummary]:
+        return await s.client.rooms()
+
+    found = _run(_session(opts, action, writes=False))
+    if opts.json:
+        _print_json([dataclasses.asdict(r) for r in found])
+    elif not found:
+        click.echo("No rooms yet. Create one with `backchannel room create TITLE`.")
+    else:
+        for r in found:
+            click.echo(_room_line(r))
+
+
+@cli.group()
+def room() -> None:
+    """Create rooms and invite people to them."""
+
+
+@room.command("create")
+@click.argument("title")
+@click.option(
+    "--approval",
+    type=click.Choice(["manual", "auto"]),
+    default="manual",
+    show_default=True,
+    help="manual: a facilitator decides each join request; auto: invite links admit directly.",
+)
+@click.option(
+    "--retention",
+    type=DURATION,
+    default=0,
+    help="Erase messages this old on every device (e.g. 7d); default: keep them.",
+)
+@click.pass_obj
+def room_create(opts: Options, title: str, approval: str, retention: int) -> None:
+    """Open a room with you as its facilitator."""
+
+    async def action(s: Session) -> RoomSummary:
+        return await s.client.create_room(title, approval=approval, retention_seconds=retention)
+
+    r = _run(_session(opts, action, writes=True))
+    data = dataclasses.asdict(r) | {"room": r.id}
+    _emit(opts, data, lambda: f"Created the room {r.title!r} ({r.id}).")
+
+
+@room.command("invite")
+@click.argument("room_name", metavar="ROOM")
+@click.option("--uses", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--expires", type=DURATION, default="7d", show_default=True, help="e.g. 30m, 12h, 7d."
+)
+@click.pass_obj
+def room_invite(opts: Options, room_name: str, uses: int, expires: int) -> None:
+    """Print a new invite link for ROOM (facilitators only). Share it privately."""
+    if expires <= 0:
+        raise click.BadParameter("an invite must be valid for some time.", param_hint="--expires")
+
+    async def action(s: Session) -> str:
+        return await s.client.invite(room_name, uses=uses, expires_in=expires)
+
+    link = _run(_session(opts, action, writes=True))
+    _emit(opts, {"link": link, "uses": uses, "expires_in": expires}, lambda: link)
+
+
+# -- joining ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("link")
+@click.option(
+    "--wait",
+    type=DURATION,
+    default=0,
+    help="Wait this long for a facilitator's answer (exit 0 approved, 1 denied, 2 no answer).",
+)
+@click.pass_obj
+def join(opts: Options, link: str, wait: int) -> None:
+    """Ask to join a room with an invite LINK."""
+
+    async def action(s: Session) -> tuple[str, JoinAnswered | None]:
+        rid = await s.client.join(link)
+        await s.sync()
+        answer = await s.client.wait_join(rid, wait) if wait > 0 else None
+        return rid, answer
+
+    rid, answer = _run(_session(opts, action, writes=True))
+    if wait <= 0:
+        _emit(
+            opts,
+            {"request": rid, "status": "pending"},
+            lambda: (
+                "Asked to join; a facilitator will answer. "
+                "Run `backchannel sync` or `backchannel rooms` later to see the room."
+            ),
+        )
+        return
+    if answer is None:
+        _emit(
+            opts,
+            {"request": rid, "status": "pending"},
+            lambda: "No answer yet; run `backchannel sync` later to see if you were let in.",
+        )
+        click.get_current_context().exit(2)
+    elif answer.approved:
+        _emit(
+            opts,
+            {"request": rid, "status": "approved", "room": answer.room},
+            lambda: f"Approved: you are in the room {answer.room}.",
+        )
+    else:
+        _emit(
+            opts,
+            {"request": rid, "status": "denied", "room": None},
+            lambda: "A facilitator turned the request away.",
+        )
+        click.get_current_context().exit(1)
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.pass_obj
+def requests(opts: Options, room_name: str) -> None:
+    """List join requests waiting in ROOM, with each requester's safety number."""
+
+    async def action(s: Session) -> list[RequestView]:
+        return await s.client.requests(room_name)
+
+    found = _run(_session(opts, action, writes=False))
+    if opts.json:
+        _print_json([dataclasses.asdict(r) for r in found])
+    elif not found:
+        click.echo("No one is waiting.")
+    else:
+        for r in found:
+            click.echo(f"{r.id}  {r.name}  (asked {_when(r.received_at)})")
+            click.echo(f"    safety number: {r.safety_number}")
+
+
+def _decide(opts: Options, room_name: str, request: str, *, approve: bool) -> None:
+    async def action(s: Session) -> None:
+        if approve:
+            await s.client.approve(room_name, request)
+        else:
+            await s.client.deny(room_name, request)
+
+    _run(_session(opts, action, writes=True))
+    status = "approved" if approve else "denied"
+    _emit(
+        opts,
+        {"request": request, "status": status},
+        lambda: f"Request {request} {status}.",
+    )
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.argument("request")
+@click.pass_obj
+def approve(opts: Options, room_name: str, request: str) -> None:
+    """Let the requester REQUEST into ROOM."""
+    _decide(opts, room_name, request, approve=True)
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.argument("request")
+@click.pass_obj
+def deny(opts: Options, room_name: str, request: str) -> None:
+    """Turn the join request REQUEST away; the requester is told."""
+    _decide(opts, room_name, request, approve=False)
+
+
+# -- talking ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.argument("text")
+@click.option("--reply-to", help="The id of the message this answers.")
+@click.pass_obj
+def send(opts: Options, room_name: str, text: str, reply_to: str | None) -> None:
+    """Send TEXT to ROOM."""
+
+    async def action(s: Session) -> MessageView:
+        return await s.client.send(room_name, text, reply_to=reply_to)
+
+    m = _run(_session(opts, action, writes=True))
+    _emit(opts, _message_json(m), lambda: _message_line(m))
+
+
+@cli.command("send-file")
+@click.argument("room_name", metavar="ROOM")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def send_file(opts: Options, room_name: str, path: Path) -> None:
+    """Send the file at PATH to ROOM."""
+
+    async def action(s: Session) -> MessageView:
+        return await s.client.send_file(room_name, path)
+
+    m = _run(_session(opts, action, writes=True))
+    _emit(opts, _message_json(m), lambda: _message_line(m))
+
+
+@cli.command("save-file")
+@click.argument("room_name", metavar="ROOM")
+@click.argument("message")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.pass_obj
+def save_file(opts: Options, room_name: str, message: str, dest: Path) -> None:
+    """Save the file of MESSAGE (its id, from `read`) to DEST (a file or a directory)."""
+
+    async def action(s: Session) -> Path:
+        return await s.client.save_file(room_name, message, dest)
+
+    saved = _run(_session(opts, action, writes=False))
+    _emit(opts, {"path": str(saved)}, lambda: f"Saved {saved}.")
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new messages until Ctrl-C.")
+@click.pass_obj
+def read(opts: Options, room_name: str, limit: int, follow: bool) -> None:
+    """Print the latest messages of ROOM (JSON: one object per line)."""
+
+    async def action(s: Session) -> None:
+        page = await s.client.history(room_name, limit=limit)
+        shown = {m.id for m in page}
+        for m in page:
+            _emit_message(opts, m)
+        if not follow:
+            return
+        room_id = (await s.client.room(room_name)).id
+        async for event in s.follow(0):
+            if isinstance(event, NewMessage) and event.message.room == room_id:
+                if event.message.id not in shown:
+                    shown.add(event.message.id)
+                    _emit_message(opts, event.message)
+            elif isinstance(event, RemovedFromRoom) and event.room == room_id:
+                click.echo("You are no longer in this room.", err=True)
+                return
+            elif isinstance(event, Alert) and event.room in (None, room_id):
+                click.echo(f"Note: {event.text}", err=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(_session(opts, action, writes=False))
+
+
+# -- members ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.pass_obj
+def members(opts: Options, room_name: str) -> None:
+    """List the members of ROOM with their roles and verification."""
+
+    async def action(s: Session) -> list[MemberView]:
+        return await s.client.members(room_name)
+
+    found = _run(_session(opts, action, writes=False))
+    if opts.json:
+        _print_json([dataclasses.asdict(m) for m in found])
+    else:
+        for m in found:
+            click.echo(_member_line(m))
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.argument("member")
+@click.pass_obj
+def remove(opts: Options, room_name: str, member: str) -> None:
+    """Remove MEMBER (an id or an unambiguous name) from ROOM (facilitators only)."""
+
+    async def action(s: Session) -> None:
+        await s.client.remove(room_name, member)
+
+    _run(_session(opts, action, writes=True))
+    _emit(opts, {"removed": member}, lambda: f"Removed {member}.")
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.pass_obj
+def leave(opts: Options, room_name: str) -> None:
+    """Leave ROOM."""
+
+    async def action(s: Session) -> str:
+        room_id = (await s.client.room(room_name)).id
+        await s.client.leave(room_name)
+        return room_id
+
+    room_id = _run(_session(opts, action, writes=True))
+    _emit(opts, {"left": room_id}, lambda: f"Left the room {room_name}.")
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.argument("member")
+@click.option(
+    "--confirm", is_flag=True, help="Record that you compared the safety number and it matched."
+)
+@click.pass_obj
+def verify(opts: Options, room_name: str, member: str, confirm: bool) -> None:
+    """Show MEMBER's safety number in ROOM; with --confirm, mark them verified.
+
+    Compare the number with the person over another channel (in person, a call):
+    only mark them verified if both of you see the same digits.
+    """
+
+    async def action(s: Session) -> tuple[MemberView, str]:
+        if confirm:
+            view = await s.client.verify(room_name, member)
+            return view, (await s.client.safety_number(room_name, view.id))[1]
+        return await s.client.safety_number(room_name, member)
+
+    view, number = _run(_session(opts, action, writes=confirm))
+    data = {"member": dataclasses.asdict(view), "safety_number": number, "verified": view.verified}
+    if confirm:
+        _emit(opts, data, lambda: f"{view.name} is now verified on this device.")
+    else:
+        _emit(
+            opts,
+            data,
+            lambda: (
+                f"Safety number with {view.name}:\n    {number}\n"
+                "Compare it with them out of band, then run this again with --confirm."
+            ),
+        )
+
+
+@cli.command()
+@click.pass_obj
+def sync(opts: Options) -> None:
+    """Fetch everything waiting on the relay and send everything queued."""
+
+    async def action(s: Session) -> tuple[list[RoomSummary], list[ClientEvent]]:
+        return await s.client.rooms(), s.seen  # the collector keeps filling s.seen
+
+    found, seen = _run(_session(opts, action, writes=True))
+    answers = [e for e in seen if isinstance(e, JoinAnswered)]
+    removed = [e for e in seen if isinstance(e, RemovedFromRoom)]
+    new = [e for e in seen if isinstance(e, NewMessage) and not e.message.outgoing]
+    data = {
+        "rooms": len(found),
+        "new_messages": len(new),
+        "joins": [dataclasses.asdict(a) for a in answers],
+        "removed_from": [e.room for e in removed],
+    }
+
+    def human() -> str:
+        lines = [f"Synced: {len(found)} rooms, {len(new)} new messages."]
+        for a in answers:
+            lines.append(
+                f"Join request {a.request_id}: "
+                + (f"approved, you are in {a.room}." if a.approved else "turned away.")
+            )
+        for e in removed:
+            lines.append(f"You are no longer in the room {e.room}.")
+        return "\n".join(lines)
+
+    _emit(opts, data, human)
 
 
 def main() -> None:
