@@ -517,6 +517,7 @@ class Engine(InviteFlows, RoomActions):
             if fx.own_commit and fx.moved_from is not None:
                 await self._seal_old_mailbox(fx.moved_from)
         if fx.removed:
+            self._routes.pop(live.meta.access.mailbox, None)
             await self.connection.unfollow(live.meta.access.mailbox)
             self._live.pop(live.record.room_id, None)
             return
