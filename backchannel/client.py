@@ -205,6 +205,23 @@ class Client:
             cipher_suite=self.identity.cipher_suite,
         )
 
+    async def check_passphrase(self, passphrase: str) -> bool:
+        """Whether ``passphrase`` is this profile's (to unlock a locked screen)."""
+        return await self.store.check_passphrase(passphrase)
+
+    async def change_passphrase(self, old: str, new: str) -> None:
+        """Re-key the profile under ``new``.
+
+        Raises:
+            ProfileError: ``old`` is wrong (nothing changed), or the disk refused.
+        """
+        if not new:
+            raise ProfileError("The new passphrase must not be empty.")
+        try:
+            await self.store.change_passphrase(old, new)
+        except StoreError as exc:
+            raise _profile_error(exc, self.home) from None
+
     @property
     def relay_url(self) -> str:
         """The WebSocket URL of the relay this profile uses."""

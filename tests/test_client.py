@@ -99,3 +99,18 @@ def test_cli_reads_the_passphrase_from_a_file(tmp_path: Path) -> None:
     args = ["--home", home, "--passphrase-file", str(secret), "--json"]
     assert runner.invoke(cli, [*args, "init", "--name", "Dee"]).exit_code == 0
     assert json.loads(runner.invoke(cli, [*args, "status"]).output)["name"] == "Dee"
+
+
+async def test_the_passphrase_can_be_checked_and_changed(tmp_path: Path) -> None:
+    home = tmp_path / "p"
+    async with await Client.create(home, name="P", passphrase="first one") as client:
+        assert await client.check_passphrase("first one")
+        assert not await client.check_passphrase("First one")
+        with pytest.raises(ProfileError, match="Wrong passphrase"):
+            await client.change_passphrase("nope", "second one")
+        await client.change_passphrase("first one", "second one")
+        assert await client.check_passphrase("second one")
+    with pytest.raises(ProfileError, match="Wrong passphrase"):
+        await Client.open(home, "first one")
+    async with await Client.open(home, "second one") as reopened:
+        assert reopened.info().name == "P"

@@ -541,6 +541,18 @@ class Database:
 
     # -- passphrase ---------------------------------------------------------------------------
 
+    async def check_passphrase(self, passphrase: str | bytes) -> bool:
+        """Whether ``passphrase`` is this profile's (Argon2id, compared in constant time).
+
+        Used to unlock a locked screen without closing the store.
+        """
+        self._check_open()
+        header = self._header
+        keys = await asyncio.to_thread(
+            derive_key, passphrase, header.salt, header.kdf, header.cipher
+        )
+        return header.matches(keys)
+
     async def change_passphrase(
         self, old: str | bytes, new: str | bytes, *, kdf: KdfParams | None = None
     ) -> None:

@@ -651,6 +651,10 @@ class Store(_Repository):
         """Re-key the database under ``new`` (see ``Database.change_passphrase``)."""
         await self.database.change_passphrase(old, new, kdf=kdf)
 
+    async def check_passphrase(self, passphrase: str | bytes) -> bool:
+        """Whether ``passphrase`` opens this profile (the store stays open either way)."""
+        return await self.database.check_passphrase(passphrase)
+
     async def checkpoint(self) -> None:
         """Fold the WAL into the database file and truncate it."""
         await self.database.checkpoint()
