@@ -326,6 +326,10 @@ class Client:
         """
         return await self.engine.summary(self.engine.resolve_room(room))
 
+    async def mark_read(self, room: str) -> None:
+        """Everything in ``room`` up to now counts as read (its unread count drops to 0)."""
+        await self.engine.mark_read(self.engine.resolve_room(room))
+
     async def create_room(
         self, title: str, *, approval: str = "manual", retention_seconds: int = 0
     ) -> RoomSummary:

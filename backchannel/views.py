@@ -42,6 +42,8 @@ class RoomSummary:
     retention_seconds: int
     joined: bool
     pending_requests: int
+    #: Messages from others since this member last read the room.
+    unread: int = 0
 
 
 @dataclass(frozen=True, slots=True)

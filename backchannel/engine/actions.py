@@ -41,6 +41,7 @@ from ..views import (
     VerificationChanged,
 )
 from .state import (
+    READ_KEY,
     ROLE_NAMES,
     Live,
     hex_id,
@@ -389,7 +390,16 @@ class RoomActions:
             policy.retention_seconds,
             live.room.active,
             pending,
+            await self.store.unread_count(room_id, await self._last_read(room_id)),
         )
+
+    async def _last_read(self, room_id: bytes) -> float:
+        raw = await self.store.get_setting(READ_KEY + hex_id(room_id))
+        return float(raw.decode()) if raw else 0.0
+
+    async def mark_read(self, room_id: bytes) -> None:
+        self._require(room_id)
+        await self.store.set_setting(READ_KEY + hex_id(room_id), repr(self._now()).encode())
 
     async def summaries(self) -> list[RoomSummary]:
         return [await self.summary(room_id) for room_id in self._live]

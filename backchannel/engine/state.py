@@ -24,6 +24,7 @@ __all__ = [
     "HOUSEKEEPING_SECONDS",
     "INVITE_KEY",
     "JOINING_KEY",
+    "READ_KEY",
     "REQUEST_KEY",
     "REQUEST_SECONDS",
     "ROLE_NAMES",
@@ -50,6 +51,7 @@ INVITE_KEY = "invite/"
 REQUEST_KEY = "request/"
 JOINING_KEY = "joining/"
 WRITE_CAP_KEY = "wcap/"
+READ_KEY = "read/"
 ROLE_NAMES: Final = {
     Role.FACILITATOR: "facilitator",
     Role.PARTICIPANT: "participant",

@@ -229,6 +229,15 @@ class _Repository:
         row = await self._one("SELECT count(*) FROM messages WHERE room_id = ?", (room_id,))
         return int(row[0])
 
+    async def unread_count(self, room_id: bytes, since: float) -> int:
+        """Messages from others received after ``since`` (not deleted)."""
+        row = await self._one(
+            "SELECT count(*) FROM messages WHERE room_id = ? AND received_at > ?"
+            " AND outgoing = 0 AND deleted = 0",
+            (room_id, since),
+        )
+        return int(row[0])
+
     async def search(self, room_id: bytes, query: str, *, limit: int = 50) -> list[Message]:
         """Messages of one room containing every word of ``query`` (last word as a prefix).
 

@@ -409,3 +409,20 @@ async def test_replies_edits_deletes_and_reactions_reach_everyone(
         )
 
     await eventually(gone, timeout=30)
+
+
+async def test_unread_counts_drop_when_a_room_is_read(people: dict[str, Person]) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Unread")).id
+    await _join(fac, ben, room)
+    await ben.c.mark_read(room)
+    for text in ("one", "two", "three"):
+        await fac.c.send(room, text)
+
+    async def three() -> bool:
+        return (await ben.c.room(room)).unread == 3
+
+    await eventually(three, timeout=30)
+    assert (await fac.c.room(room)).unread == 0  # own messages never count, read or not
+    await ben.c.mark_read(room)
+    assert (await ben.c.room(room)).unread == 0
