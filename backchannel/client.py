@@ -415,6 +415,22 @@ class Client:
         """Remove a member (facilitators only); the room moves to a mailbox they cannot reach."""
         await self.engine.remove(self.engine.resolve_room(room), member)
 
+    async def update_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        approval: str | None = None,
+        retention_seconds: int | None = None,
+    ) -> None:
+        """Change a room's title, join approval (``manual``/``auto``) or retention.
+
+        Facilitators only; every member's client checks the change against the rules.
+        """
+        await self.engine.update_room(
+            self.engine.resolve_room(room), title, approval, retention_seconds
+        )
+
     async def set_role(self, room: str, member: str, role: str) -> None:
         """Make a member a ``facilitator``, ``participant`` or ``observer`` (facilitators only)."""
         await self.engine.set_role(self.engine.resolve_room(room), member, role)

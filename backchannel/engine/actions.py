@@ -302,6 +302,35 @@ class RoomActions:
 
         await self._commit(live, make)
 
+    async def update_room(
+        self,
+        room_id: bytes,
+        title: str | None,
+        approval: str | None,
+        retention_seconds: int | None,
+    ) -> None:
+        live = self._require(room_id)
+        self._require_facilitator(live)
+        modes = {"manual": JoinApproval.MANUAL, "auto": JoinApproval.AUTOMATIC}
+        if approval is not None and approval not in modes:
+            raise BackchannelError("Approval is 'manual' or 'auto'.")
+
+        def make(r: Room, now: int) -> Any:
+            changes: dict[str, Any] = {}
+            if title is not None:
+                changes["title"] = title.strip()
+            if approval is not None:
+                changes["approval"] = modes[approval]
+            if retention_seconds is not None:
+                changes["retention_seconds"] = retention_seconds
+            try:
+                policy = replace(r.policy, **changes)
+            except (TypeError, ValueError) as exc:
+                raise BackchannelError(f"Those room settings are not possible: {exc}") from None
+            return r.change_policy(policy, now=now)
+
+        await self._commit(live, make)
+
     async def leave(self, room_id: bytes) -> None:
         live = self._require(room_id)
         async with live.lock:

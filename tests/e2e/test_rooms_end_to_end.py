@@ -426,3 +426,23 @@ async def test_unread_counts_drop_when_a_room_is_read(people: dict[str, Person])
     assert (await fac.c.room(room)).unread == 0  # own messages never count, read or not
     await ben.c.mark_read(room)
     assert (await ben.c.room(room)).unread == 0
+
+
+async def test_room_settings_change_for_everyone_and_only_by_facilitators(
+    people: dict[str, Person],
+) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Draft title")).id
+    await _join(fac, ben, room)
+    await fac.c.update_room(room, title="Final title", approval="auto", retention_seconds=86400)
+
+    async def changed() -> bool:
+        s = await ben.c.room(room)
+        return (s.title, s.approval, s.retention_seconds) == ("Final title", "auto", 86400)
+
+    await eventually(changed, timeout=30)
+    with pytest.raises(BackchannelError, match="facilitator"):
+        await ben.c.update_room(room, title="Mine now")
+    with pytest.raises(BackchannelError, match="not possible"):
+        await fac.c.update_room(room, retention_seconds=5)
+    assert (await fac.c.room(room)).title == "Final title"
