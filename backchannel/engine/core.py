@@ -72,6 +72,7 @@ from ..views import (
 from .actions import RoomActions
 from .invites import InviteFlows
 from .state import (
+    BATCH_ENTRIES,
     CATCH_UP_SECONDS,
     COMMIT_ATTEMPTS,
     DEFAULT_SELF_UPDATE_SECONDS,
@@ -255,16 +256,9 @@ class Engine(InviteFlows, RoomActions):
                 }[event.state]
                 self._emit(ConnectionChanged(state, event.detail or ""))
             elif isinstance(event, Entry):
-                try:
-                    await self._on_entry(event)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # one bad entry must never stop the client
-                    _log.warning(
-                        "an entry could not be processed: %s", type(exc).__name__, exc_info=exc
-                    )
-                    self._emit(Alert(None, "A message from the relay could not be processed."))
-                await self.connection.ack(event.mailbox, event.seq)
+                # A burst of entries (catching up, a busy room) is handled in batches:
+                # one store transaction per room per batch instead of one per entry.
+                await self._on_entries([event, *self.connection.ready_entries(BATCH_ENTRIES)])
             elif isinstance(event, Revoked):
                 route = self._routes.get(event.mailbox)
                 if route is not None and route[0] == "room":
@@ -272,42 +266,80 @@ class Engine(InviteFlows, RoomActions):
             elif isinstance(event, Reset):
                 self._emit(Alert(None, "The relay lost messages (restored from a backup)."))
 
-    async def _on_entry(self, entry: Entry) -> None:
-        route = self._routes.get(entry.mailbox)
-        if route is None:
-            return
-        kind, ident = route
-        if kind == "room":
-            live = self._live.get(ident)
-            if live is not None:
-                await self._room_entry(live, entry)
-        elif kind == "drop":
-            await self._drop_entry(ident, entry)
-        elif kind == "inbox":
-            await self._inbox_entry(ident, entry)
+    async def _on_entries(self, entries: list[Entry]) -> None:
+        """Handle entries in order; consecutive ones of one room share a transaction."""
+        i = 0
+        while i < len(entries):
+            entry = entries[i]
+            route = self._routes.get(entry.mailbox)
+            j = i + 1
+            if route is not None and route[0] == "room":
+                while j < len(entries) and entries[j].mailbox == entry.mailbox:
+                    j += 1
+            try:
+                if route is None:
+                    pass
+                elif route[0] == "room":
+                    live = self._live.get(route[1])
+                    if live is not None:
+                        await self._room_entries(live, entries[i:j])
+                elif route[0] == "drop":
+                    await self._drop_entry(route[1], entry)
+                elif route[0] == "inbox":
+                    await self._inbox_entry(route[1], entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one bad entry must never stop the client
+                _log.warning(
+                    "an entry could not be processed: %s", type(exc).__name__, exc_info=exc
+                )
+                self._emit(Alert(None, "A message from the relay could not be processed."))
+            for done in entries[i:j]:
+                await self.connection.ack(done.mailbox, done.seq)
+            i = j
 
     # -- rooms: receiving -------------------------------------------------------------------
 
-    async def _room_entry(self, live: Live, entry: Entry) -> None:
-        async with live.lock:
-            if entry.mailbox != live.meta.access.mailbox or not live.room.active:
-                return  # a mailbox the room has left: nothing after the move counts
-            now = self._now()
-            try:
-                events = live.room.receive(entry.blob, now=int(now))
-            except RoomError:
-                # Echoes of own commits land here (the epoch moved on), and so does
-                # anything forged, replayed or garbled: the state is unchanged.
-                events = []
-            effects = self._effects(live, events, now)
-            await self._apply(live, effects, cursor=(entry.mailbox, entry.seq))
-        await self._after(live, effects)
+    async def _room_entries(self, live: Live, entries: Sequence[Entry]) -> None:
+        """Process a room's entries; effects are saved together, and at every change of
+        membership, mailbox or rules (whose follow-ups need the room lock released)."""
+        pending = list(entries)
+        while pending:
+            async with live.lock:
+                fx = Effects()
+                last: Entry | None = None
+                while pending:
+                    entry = pending.pop(0)
+                    if entry.mailbox != live.meta.access.mailbox or not live.room.active:
+                        continue  # a mailbox the room has left: nothing after the move counts
+                    now = self._now()
+                    try:
+                        events = live.room.receive(entry.blob, now=int(now))
+                    except RoomError:
+                        # Echoes of own commits land here (the epoch moved on), and so does
+                        # anything forged, replayed or garbled: the state is unchanged.
+                        events = []
+                    self._effects(live, events, now, fx)
+                    last = entry
+                    if fx.structural:
+                        break
+                if last is None:
+                    return
+                await self._apply(live, fx, cursor=(last.mailbox, last.seq))
+            await self._after(live, fx)
 
     def _name(self, live: Live, member: bytes) -> str:
         return live.names.get(member) or f"member {member.hex()[:6]}"
 
-    def _effects(self, live: Live, events: Sequence[rev.RoomEvent], now: float) -> Effects:
-        fx = Effects()
+    def _effects(
+        self,
+        live: Live,
+        events: Sequence[rev.RoomEvent],
+        now: float,
+        fx: Effects | None = None,
+    ) -> Effects:
+        """Map room events onto effects (added to ``fx`` if given)."""
+        fx = Effects() if fx is None else fx
         room_id = live.record.room_id
         for ev in events:
             if isinstance(ev, rev.MessageReceived):

@@ -18,6 +18,7 @@ from ..views import (
 )
 
 __all__ = [
+    "BATCH_ENTRIES",
     "CATCH_UP_SECONDS",
     "COMMIT_ATTEMPTS",
     "DEFAULT_SELF_UPDATE_SECONDS",
@@ -44,6 +45,8 @@ HOUSEKEEPING_SECONDS: Final = 60.0
 COMMIT_ATTEMPTS: Final = 8
 #: Seconds to wait for the winning commit after losing a race.
 CATCH_UP_SECONDS: Final = 10.0
+#: Most entries handled in one batch (one store transaction per room).
+BATCH_ENTRIES: Final = 256
 #: Seconds one relay request may take before the user is told.
 REQUEST_SECONDS: Final = 30.0
 
@@ -105,3 +108,16 @@ class Effects:
     removed: bool = False
     announce: bool = False
     commit_leaves: bool = False
+
+    @property
+    def structural(self) -> bool:
+        """Whether these effects change membership, mailbox or rules (save before going on)."""
+        return bool(
+            self.members_changed
+            or self.moved_to is not None
+            or self.removed
+            or self.announce
+            or self.commit_leaves
+            or self.settings
+            or self.outbox
+        )

@@ -156,6 +156,8 @@ class RelayConnection:
         self._follows: dict[bytes, _Follow] = {}
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._events: asyncio.Queue[TransportEvent | None] = asyncio.Queue()
+        #: At most one event taken by ready_entries and not yet given out (None = closed).
+        self._held: list[TransportEvent | None] = []
         self._session: RelaySession | None = None
         self._grants: dict[tuple[bytes, str], asyncio.Future[None]] = {}
         self._session_tasks: set[asyncio.Task[None]] = set()
@@ -217,7 +219,11 @@ class RelayConnection:
             ConnectionClosed: the connection was closed and every event was read.
             TimeoutError: none came within ``timeout`` seconds.
         """
-        event = await asyncio.wait_for(self._events.get(), timeout)
+        if self._held:
+            event = self._held.pop()
+        else:
+            async with asyncio.timeout(timeout):
+                event = await self._events.get()
         if event is None:
             self._events.put_nowait(None)  # every later reader sees the end too
             raise ConnectionClosed("This relay connection was closed.")
@@ -228,6 +234,22 @@ class RelayConnection:
                 if self._on_ack is not None:
                     await self._on_ack(event.mailbox, event.head)
         return event
+
+    def ready_entries(self, limit: int) -> list[Entry]:
+        """Up to ``limit`` entries that are already waiting, without waiting (may be empty).
+
+        Lets a consumer handle a burst of entries in one go (one store transaction).
+        Stops at the first event that is not an :class:`Entry`; :meth:`next_event`
+        returns that one next.
+        """
+        out: list[Entry] = []
+        while len(out) < limit and not self._held and not self._events.empty():
+            event = self._events.get_nowait()
+            if not isinstance(event, Entry):
+                self._held.append(event)  # given out first by next_event
+                break
+            out.append(event)
+        return out
 
     async def events(self) -> AsyncIterator[TransportEvent]:
         """Every event until the connection is closed."""
@@ -558,6 +580,9 @@ class RelayConnection:
                 _log.error("relay connection attempt failed: %s", exc.__class__.__name__)
                 detail = f"Cannot reach the relay: {exc.__class__.__name__}."
             else:
+                if self._closed:  # close() ran while this attempt was connecting
+                    await session.close()
+                    return
                 self._backoff.connected(loop.time())
                 await self._serve(session)
                 attempt, detail = 0, "The connection to the relay was lost."

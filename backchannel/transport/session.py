@@ -118,17 +118,18 @@ class RelaySession:
         """
         own = http is None
         client = http or aiohttp.ClientSession()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+        # cancellation that arrives as the inner call completes, and a closing
+        # RelayConnection would then wait forever for its runner.
         try:
-            ws = await asyncio.wait_for(
-                client.ws_connect(
+            async with asyncio.timeout(timeout):
+                ws = await client.ws_connect(
                     url,
                     max_msg_size=0,
                     heartbeat=30.0,
                     ssl=ssl if ssl is not None else True,
                     timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
-                ),
-                timeout,
-            )
+                )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if own:
                 await client.close()
@@ -137,7 +138,8 @@ class RelaySession:
             ) from None
         session = cls(ws, client, own)
         try:
-            await asyncio.wait_for(session._hello_seen.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await session._hello_seen.wait()
         except TimeoutError:
             await session.close()
             raise ProtocolMismatch("The relay did not greet this client.") from None
@@ -230,13 +232,15 @@ class RelaySession:
             self._pending.pop(request_id, None)
             raise Unreachable("The relay connection closed.") from exc
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
         finally:
             self._pending.pop(request_id, None)
 
     async def next_event(self, timeout: float | None = None) -> Push | Revoked | ErrFrame:
         """The next push, revocation or unmatched error frame."""
-        return await asyncio.wait_for(self._events.get(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self._events.get()
 
     def pending_events(self) -> int:
         return self._events.qsize()
