@@ -24,6 +24,7 @@ Everything that happens comes out of :meth:`Client.events` as :mod:`.views` even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -78,6 +79,16 @@ def _profile_error(exc: StoreError, home: Path) -> ProfileError:
             f"A profile already exists at {home}; open it, or choose another --home."
         )
     return ProfileError(f"The profile at {home} cannot be opened: {exc}")
+
+
+def _no_core_dumps() -> None:
+    """Keys live in this process's memory: a crash must never write them to a core file."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
@@ -141,6 +152,7 @@ class Client:
         Raises:
             ProfileError: a profile exists there, or the arguments are unusable.
         """
+        _no_core_dumps()
         name = name.strip()
         if not name or len(name.encode()) > 64 or not name.isprintable():
             raise ProfileError("A display name needs 1 to 64 printable characters.")
@@ -171,6 +183,7 @@ class Client:
         Raises:
             ProfileError: no profile, wrong passphrase, or open elsewhere.
         """
+        _no_core_dumps()
         try:
             store = await Store.open(home, passphrase)
         except StoreError as exc:

@@ -69,6 +69,11 @@ class RoomActions:
         async with live.lock:
             if not live.room.active:
                 raise BackchannelError("You are no longer a member of this room.")
+            if live.behind is not None:
+                raise BackchannelError(
+                    "Changes to this room have not reached you yet; sending is paused "
+                    "until they arrive (the relay may be withholding them)."
+                )
             try:
                 wire = live.room.send(content, now=int(self._now()))
             except RoomError as exc:

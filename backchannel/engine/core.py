@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -89,6 +91,18 @@ from .state import (
 
 __all__ = ["Engine"]
 
+FORK_TEXT = (
+    "This room has forked: the relay is showing members different histories. Do not "
+    "trust what you see here until you have compared the room's check code with the "
+    "others out of band."
+)
+WITHHELD_TEXT = (
+    "The relay did not show you back a message you sent: it may be hiding it from the "
+    "others. Compare the room's check code with them out of band."
+)
+#: How many recent entries per room are remembered to check late acknowledgements.
+RECENT_ENTRIES = 1024
+
 _log = logging.getLogger(__name__)
 
 
@@ -97,9 +111,11 @@ class _Source:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._sent: dict[bytes, tuple[bytes, bytes]] = {}
 
     async def pending(self) -> Sequence[OutboxItem]:
         entries = await self._engine.store.pending(limit=1000)
+        self._sent = {e.idempotency_key: (e.mailbox_id, e.payload) for e in entries}
         return [
             OutboxItem(e.idempotency_key, e.mailbox_id, e.payload, ttl=self._engine.ttl_for(e))
             for e in entries
@@ -107,6 +123,9 @@ class _Source:
 
     async def acknowledge(self, key: bytes, seq: int) -> None:
         await self._engine.store.acknowledge(key, seq)
+        sent = self._sent.pop(key, None)
+        if sent is not None:
+            self._engine.expect_echo(sent[0], seq, sent[1])
 
 
 class Engine(InviteFlows, RoomActions):
@@ -320,6 +339,7 @@ class Engine(InviteFlows, RoomActions):
                         # anything forged, replayed or garbled: the state is unchanged.
                         events = []
                     self._effects(live, events, now, fx)
+                    self._check_echo(live, fx, entry)
                     last = entry
                     if fx.structural:
                         break
@@ -381,7 +401,70 @@ class Engine(InviteFlows, RoomActions):
                     fx.commit_leaves = True
             elif isinstance(ev, rev.ContentDropped):
                 _log.info("room content was dropped by the room rules")
+            elif isinstance(ev, rev.ForkDetected):
+                self._warn(live, fx, "fork", ev.epoch, FORK_TEXT)
+            elif isinstance(ev, rev.MessagesMissing):
+                self._warn(
+                    live,
+                    fx,
+                    f"missing:{ev.sender.hex()}:{ev.count}",
+                    ev.epoch,
+                    f"{ev.count} message(s) from {self._name(live, ev.sender)} are missing: "
+                    "the relay did not deliver them.",
+                )
+            elif isinstance(ev, rev.EpochAhead):
+                live.behind = max(live.behind or 0, ev.epoch)
+                self._warn(
+                    live,
+                    fx,
+                    "behind",
+                    ev.epoch,
+                    "Changes to this room have not reached you (others are at a later "
+                    "stage of the room): the relay may be withholding them. Sending is "
+                    "paused until they arrive.",
+                )
+        if live.behind is not None and live.room.epoch >= live.behind:
+            live.behind = None
         return fx
+
+    def _warn(self, live: Live, fx: Effects, kind: str, epoch: int, text: str) -> None:
+        """Queue a warning for the user, once per kind and epoch."""
+        if (kind, epoch) in live.warned:
+            return
+        live.warned.add((kind, epoch))
+        _log.warning("room warning: %s", kind.split(":", 1)[0])
+        fx.events.append(Alert(hex_id(live.record.room_id), text))
+
+    def _check_echo(self, live: Live, fx: Effects, entry: Entry) -> None:
+        """Compare an entry with what this member appended at that position, if anything."""
+        digest = hashlib.sha256(entry.blob).digest()
+        live.recent[entry.seq] = digest
+        if len(live.recent) > RECENT_ENTRIES:
+            del live.recent[next(iter(live.recent))]
+        mine = live.expected.pop(entry.seq, None)
+        if mine is not None and not hmac.compare_digest(mine, digest):
+            self._warn(live, fx, "fork", entry.seq, FORK_TEXT)
+        skipped = [seq for seq in live.expected if seq < entry.seq]
+        for seq in skipped:
+            del live.expected[seq]
+            self._warn(live, fx, "withheld", seq, WITHHELD_TEXT)
+
+    def expect_echo(self, mailbox: bytes, seq: int, blob: bytes) -> None:
+        """This member's append of ``blob`` was stored at ``seq``: it must come back there."""
+        route = self._routes.get(mailbox)
+        live = self._live.get(route[1]) if route is not None and route[0] == "room" else None
+        cursor = self.connection.cursor(mailbox)
+        if live is None or (cursor is not None and seq <= cursor and seq not in live.recent):
+            return  # read before this run (e.g. a retry after a restart): nothing to compare
+        digest = hashlib.sha256(blob).digest()
+        seen = live.recent.get(seq)
+        if seen is None:
+            live.expected[seq] = digest
+        elif not hmac.compare_digest(seen, digest):
+            fx = Effects()
+            self._warn(live, fx, "fork", seq, FORK_TEXT)
+            for event in fx.events:
+                self._emit(event)
 
     def _content_effects(
         self, live: Live, fx: Effects, sender: bytes, content: Content, now: float
@@ -628,7 +711,9 @@ class Engine(InviteFlows, RoomActions):
                 return
             await self._catch_up(live, epoch)
         raise BackchannelError(
-            "Other changes kept winning the race for this room; try again in a moment."
+            f"Your change to this room was not sequenced by the relay after "
+            f"{COMMIT_ATTEMPTS} tries (other changes kept winning the race, or the relay "
+            "keeps refusing it); try again in a moment."
         )
 
     async def _catch_up(self, live: Live, epoch: int) -> None:
@@ -667,9 +752,11 @@ class Engine(InviteFlows, RoomActions):
             # Unknown outcome (offline, refused): keep the pending commit; it is
             # offered again with the same key when the client next starts.
             raise BackchannelError(
-                f"The relay did not take the change ({exc.__class__.__name__}); it will be "
-                "retried the next time this profile connects."
+                f"Your change to this room was not sequenced by the relay "
+                f"({exc.__class__.__name__}); it will be retried the next time this "
+                "profile connects."
             ) from None
+        self.expect_echo(access.mailbox, result.seq, pending.commit)
         welcome = pending.welcome
         action = live.meta.pending_action or {}
         events = live.room.confirm_pending()
@@ -791,7 +878,22 @@ class Engine(InviteFlows, RoomActions):
         for live in list(self._live.values()):
             due = live.meta.last_update + self._self_update_seconds
             if live.room.active and self._now() >= due and live.room.pending is None:
-                self._spawn(self.self_update(live.record.room_id))
+                self._spawn(self._scheduled_update(live))
+
+    async def _scheduled_update(self, live: Live) -> None:
+        """A self-update for post-compromise security; a failure is the user's to know."""
+        try:
+            await self._commit(live, lambda r, now: r.self_update(now=now))
+        except BackchannelError as exc:
+            overdue = self._now() - live.meta.last_update - self._self_update_seconds
+            self._emit(
+                Alert(
+                    hex_id(live.record.room_id),
+                    f"Your scheduled key update was not sequenced ({exc.user_message()}) "
+                    f"It is {overdue / 86400:.1f} days overdue; until it goes through, a "
+                    "past compromise of this device is not healed in this room.",
+                )
+            )
 
     async def _housekeep(self) -> None:
         while not self._closed:

@@ -83,6 +83,14 @@ class Live:
     names: dict[bytes, str] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     epoch_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: A later epoch seen in messages this member could not read (changes withheld?).
+    behind: int | None = None
+    #: Warnings already shown, so each is shown once: (kind, epoch).
+    warned: set[tuple[str, int]] = field(default_factory=set)
+    #: Own appends acknowledged but not yet seen in the stream: seq -> SHA-256 of the blob.
+    expected: dict[int, bytes] = field(default_factory=dict)
+    #: SHA-256 of recently seen entries, by seq (bounded), to check late acknowledgements.
+    recent: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

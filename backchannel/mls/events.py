@@ -60,6 +60,10 @@ class ApplicationMessage(Event):
     data: bytes = field(repr=False)
     #: ``authenticated_data``: sent in the clear, but authenticated.
     authenticated_data: bytes = b""
+    #: The sender's generation in the application ratchet of that epoch (§9): a gap
+    #: between two messages of one sender means the ones between were not delivered.
+    #: 0 for PublicMessage application data (which has no generation).
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

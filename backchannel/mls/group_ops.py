@@ -460,28 +460,34 @@ def _process_private(state: GroupState, message: PrivateMessage) -> Event:
     )
     if past is not None:
         assert auth.content.sender.index is not None
-        event = _application(auth, tree)
+        event = _application(auth, tree, sender_data.generation)
         state.past = tuple(
             dataclasses.replace(p, secret_tree=work) if p is past else p for p in state.past
         )
         return event
-    return _dispatch(state, auth, work)
+    return _dispatch(state, auth, work, sender_data.generation)
 
 
-def _application(auth: AuthenticatedContent, tree: RatchetTree) -> ApplicationMessage:
+def _application(
+    auth: AuthenticatedContent, tree: RatchetTree, generation: int = 0
+) -> ApplicationMessage:
     framed = auth.content
     assert isinstance(framed.content, bytes)
     assert framed.sender.index is not None
     leaf = tree.leaf_node(framed.sender.index)
     assert leaf is not None
     sender = MemberInfo(framed.sender.index, leaf.credential, bytes(leaf.signature_key))
-    return ApplicationMessage(framed.epoch, sender, framed.content, framed.authenticated_data)
+    return ApplicationMessage(
+        framed.epoch, sender, framed.content, framed.authenticated_data, generation
+    )
 
 
-def _dispatch(state: GroupState, auth: AuthenticatedContent, work: SecretTree) -> Event:
+def _dispatch(
+    state: GroupState, auth: AuthenticatedContent, work: SecretTree, generation: int = 0
+) -> Event:
     content = auth.content.content
     if isinstance(content, bytes):
-        event: Event = _application(auth, state.epoch.tree)
+        event: Event = _application(auth, state.epoch.tree, generation)
         state.secret_tree = work
         return event
     if isinstance(content, Commit):

@@ -124,3 +124,32 @@ class RemovedFromRoom(RoomEvent):
     epoch: int
     #: The committer's member id.
     committer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ForkDetected(RoomEvent):
+    """A message of ``epoch`` carries another fork check than this member's (§13).
+
+    The relay is showing members different histories of the room: warn loudly.
+    """
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesMissing(RoomEvent):
+    """``count`` messages of ``sender`` in ``epoch`` were never delivered (a gap in
+    the sender's generations, §13)."""
+
+    epoch: int
+    sender: bytes
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class EpochAhead(RoomEvent):
+    """A message for an epoch later than this member's arrived: changes to the room
+    were not delivered to this member (or the message is forged; it is unauthenticated)."""
+
+    epoch: int
+    current: int

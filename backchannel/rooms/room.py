@@ -55,6 +55,7 @@ from backchannel.mls.extensions import (
     Extension,
     ExtensionType,
 )
+from backchannel.mls.framing import MLSMessage, PrivateMessage
 from backchannel.mls.group import Group
 from backchannel.mls.key_package_ops import (
     KeyPackageBundle,
@@ -73,8 +74,11 @@ from .errors import (
 from .events import (
     CommitRejected,
     ContentDropped,
+    EpochAhead,
+    ForkDetected,
     MembersChanged,
     MessageReceived,
+    MessagesMissing,
     PolicyChanged,
     ProposalQueued,
     RemovedFromRoom,
@@ -108,6 +112,7 @@ from .policy import (
     policy_from_extensions,
 )
 from .state import decode_room_state, encode_room_state
+from .watch import RoomWatch, fork_check
 
 __all__ = ["SEEN_WINDOW", "OutgoingCommit", "Room", "RoomMember"]
 
@@ -144,16 +149,18 @@ class RoomMember:
 class Room:
     """One member's view of one dialogue room. See the module docstring for the flow."""
 
-    __slots__ = ("_group", "_policy", "_proposals", "_seen")
+    __slots__ = ("_group", "_policy", "_proposals", "_seen", "_watch")
 
     def __init__(
         self,
         group: Group,
         seen: Iterable[tuple[bytes, bytes]] = (),
         proposals: Iterable[ProposedChange] = (),
+        watch: RoomWatch | None = None,
     ) -> None:
         """Internal: use :meth:`create`, :meth:`join` or :meth:`from_bytes`."""
         self._group = group
+        self._watch = watch if watch is not None else RoomWatch()
         try:
             self._policy = policy_from_extensions(group.extensions)
         except PolicyDecodeError:
@@ -222,7 +229,9 @@ class Room:
             extensions=[required_capabilities(), policy_extension(policy)],
             capabilities=room_capabilities(suite),
         )
-        return cls(group)
+        room = cls(group)
+        room._watch.enter_epoch(group.epoch, group.epoch_authenticator)
+        return room
 
     @classmethod
     def join(
@@ -258,6 +267,7 @@ class Room:
         check_inviter(room._policy, inviter)
         if expected_inviter is not None and inviter != expected_inviter:
             raise PolicyViolation("The invitation was signed by someone other than the inviter.")
+        room._watch.enter_epoch(group.epoch, group.epoch_authenticator)
         return room
 
     # --- reading the state ------------------------------------------------------------
@@ -496,7 +506,10 @@ class Room:
         if reason is not None:
             raise PolicyViolation(reason)
         try:
-            wire = self._group.encrypt(encode_content(content))
+            wire = self._group.encrypt(
+                encode_content(content),
+                authenticated_data=fork_check(self._group.epoch_authenticator),
+            )
         except MLSError as exc:
             raise RoomStateError(f"The message could not be encrypted: {exc}") from None
         self._remember(me, content.message_id)
@@ -528,9 +541,19 @@ class Room:
         try:
             event = self._group.process(data)
         except MLSError as exc:
+            warning = self._evidence(data)
+            if warning is not None:
+                return [warning]  # the state is unchanged; the caller warns the user
             raise MessageRejected(f"The message was rejected: {exc}") from None
         if isinstance(event, ApplicationMessage):
-            return [self._application(event, now)]
+            out: list[RoomEvent] = []
+            if self._watch.forked(event.epoch, event.authenticated_data):
+                out.append(ForkDetected(event.epoch))
+            missing = self._watch.observe(event.epoch, event.sender.leaf_index, event.generation)
+            if missing:
+                sender = identity_of(event.sender.credential) or b""
+                out.append(MessagesMissing(event.epoch, sender, missing))
+            return [*out, self._application(event, now)]
         if isinstance(event, StagedCommit):
             return self._staged(event)
         if isinstance(event, ProposalReceived):
@@ -545,6 +568,20 @@ class Room:
         if isinstance(event, OwnMessage):
             return []
         return []  # pragma: no cover - Group.process returns only the types above
+
+    def _evidence(self, data: bytes) -> RoomEvent | None:
+        """Why an undecryptable message of this room matters, if it does (§13)."""
+        try:
+            message = MLSMessage.from_bytes(data).body
+        except MLSError:
+            return None
+        if not isinstance(message, PrivateMessage) or message.group_id != self.group_id:
+            return None
+        if self._watch.forked(message.epoch, message.authenticated_data):
+            return ForkDetected(message.epoch)
+        if message.epoch > self.epoch and self._group.active:
+            return EpochAhead(message.epoch, self.epoch)
+        return None
 
     def _application(self, event: ApplicationMessage, now: int) -> RoomEvent:
         sender = identity_of(event.sender.credential) or b""
@@ -596,6 +633,7 @@ class Room:
         events: list[RoomEvent] = []
         if self._group.active:
             self._policy = policy_from_extensions(self._group.extensions)
+            self._watch.enter_epoch(self._group.epoch, self._group.epoch_authenticator)
         if added or removed:
             events.append(
                 MembersChanged(
@@ -613,7 +651,9 @@ class Room:
 
     def to_bytes(self) -> bytes:
         """The whole room state, private keys included: store it only encrypted."""
-        return encode_room_state(self._group.to_bytes(), list(self._seen), self._proposals)
+        return encode_room_state(
+            self._group.to_bytes(), list(self._seen), self._proposals, self._watch.to_wire()
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Room:
@@ -622,12 +662,13 @@ class Room:
         Raises:
             RoomDecodeError: the bytes are not a saved room.
         """
-        group_bytes, seen, proposals = decode_room_state(data)
+        group_bytes, seen, proposals, watch_wire = decode_room_state(data)
+        watch = None if watch_wire is None else RoomWatch.from_wire(watch_wire)
         try:
             group = Group.from_bytes(group_bytes)
         except MLSError:
             raise RoomDecodeError("saved room: the MLS state is corrupt") from None
         try:
-            return cls(group, seen, proposals)
+            return cls(group, seen, proposals, watch)
         except PolicyViolation:
             raise RoomDecodeError("saved room: no valid room policy") from None

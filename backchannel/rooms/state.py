@@ -68,25 +68,29 @@ def _decode_change(item: Any) -> ProposedChange:
 
 
 def encode_room_state(
-    group: bytes, seen: list[tuple[bytes, bytes]], proposals: list[ProposedChange]
+    group: bytes,
+    seen: list[tuple[bytes, bytes]],
+    proposals: list[ProposedChange],
+    watch: dict[str, Any] | None = None,
 ) -> bytes:
     """The saved form of a room."""
-    packed: bytes = msgpack.packb(
-        {
-            "v": ROOM_STATE_VERSION,
-            "group": group,
-            "seen": [[s, m] for s, m in seen],
-            "proposals": [_encode_change(c) for c in proposals],
-        },
-        use_bin_type=True,
-    )
+    obj: dict[str, Any] = {
+        "v": ROOM_STATE_VERSION,
+        "group": group,
+        "seen": [[s, m] for s, m in seen],
+        "proposals": [_encode_change(c) for c in proposals],
+    }
+    if watch is not None:
+        obj["watch"] = watch
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
     return packed
 
 
 def decode_room_state(
     data: bytes,
-) -> tuple[bytes, list[tuple[bytes, bytes]], list[ProposedChange]]:
-    """Split a saved room into the MLS state, the seen window and the queued proposals.
+) -> tuple[bytes, list[tuple[bytes, bytes]], list[ProposedChange], object]:
+    """Split a saved room into the MLS state, the seen window, the queued proposals
+    and the watch map (None in rooms saved before it existed).
 
     Raises:
         RoomDecodeError: on any input that is not a saved room (nothing else).
@@ -95,7 +99,7 @@ def decode_room_state(
         obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
     except Exception:  # msgpack raises many types on bad input
         raise RoomDecodeError("saved room: not a msgpack map") from None
-    if not isinstance(obj, dict) or set(obj) != {"v", "group", "seen", "proposals"}:
+    if not isinstance(obj, dict) or set(obj) - {"watch"} != {"v", "group", "seen", "proposals"}:
         raise RoomDecodeError("saved room: unexpected fields")
     if obj["v"] != ROOM_STATE_VERSION:
         raise RoomDecodeError("saved room: unsupported version")
@@ -115,4 +119,4 @@ def decode_room_state(
         ):
             raise RoomDecodeError("saved room: malformed seen window")
         pairs.append((entry[0], entry[1]))
-    return group, pairs, [_decode_change(c) for c in proposals]
+    return group, pairs, [_decode_change(c) for c in proposals], obj.get("watch")

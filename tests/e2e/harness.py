@@ -11,7 +11,7 @@ from typing import TypeVar
 from backchannel.client import Client
 from backchannel.views import ClientEvent
 
-__all__ = ["Person", "eventually", "wait_event"]
+__all__ = ["ALARMS", "Person", "eventually", "false_alarms", "wait_event"]
 
 PASSPHRASE = "correct horse battery staple"
 E = TypeVar("E", bound=ClientEvent)
@@ -55,6 +55,21 @@ class Person:
     def c(self) -> Client:
         assert self.client is not None, f"{self.name} is not started"
         return self.client
+
+
+#: Words of the warnings an honest relay must never cause (fork, gaps, withheld changes).
+ALARMS = ("forked", "missing", "not reached", "did not show you back")
+
+
+def false_alarms(person: Person) -> list[str]:
+    """Security warnings this person saw; with an honest relay there must be none."""
+    from backchannel.views import Alert
+
+    return [
+        e.text
+        for e in person.seen
+        if isinstance(e, Alert) and any(word in e.text for word in ALARMS)
+    ]
 
 
 async def eventually(check: Callable[[], object], timeout: float = 20.0) -> None:

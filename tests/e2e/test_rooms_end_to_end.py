@@ -23,7 +23,7 @@ from backchannel.views import JoinAnswered, JoinRequested
 from relay.app import create_app
 from tests.conftest import relay_config
 
-from .harness import Person, eventually, wait_event
+from .harness import Person, eventually, false_alarms, wait_event
 
 
 @pytest.fixture
@@ -46,6 +46,8 @@ async def people(tmp_path: Path, relay_url: str) -> AsyncIterator[dict[str, Pers
     yield crowd
     for p in crowd.values():
         await p.stop()
+    for p in crowd.values():
+        assert false_alarms(p) == [], (p.name, false_alarms(p))
 
 
 async def _texts(person: Person, room: str) -> list[str]:
