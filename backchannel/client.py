@@ -452,6 +452,14 @@ class Client:
         """Leave a room: a facilitator's client commits the departure."""
         await self.engine.leave(self.engine.resolve_room(room))
 
+    def room_code(self, room: str) -> str:
+        """The room's check code for this epoch (5 groups of 5 digits).
+
+        Members who compare it out of band and find it equal see the same room; a
+        relay that partitions them cannot make it match (docs/room-protocol.md §13).
+        """
+        return self.engine.room_code(self.engine.resolve_room(room))
+
     async def safety_number(self, room: str, member: str) -> tuple[MemberView, str]:
         """The member and the safety number to compare with them out of band."""
         return await self.engine.safety_number(self.engine.resolve_room(room), member)

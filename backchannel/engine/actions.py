@@ -29,6 +29,7 @@ from ..rooms.errors import RoomError
 from ..rooms.policy import JoinApproval, Role
 from ..rooms.room import Room
 from ..rooms.safety import safety_number
+from ..rooms.watch import fork_check
 from ..store.records import Message, OutboxEntry
 from ..views import (
     FileInfo,
@@ -335,6 +336,14 @@ class RoomActions:
             return r.change_policy(policy, now=now)
 
         await self._commit(live, make)
+
+    def room_code(self, room_id: bytes) -> str:
+        live = self._require(room_id)
+        check = fork_check(live.room.epoch_authenticator())[1:]
+        digits = "".join(
+            f"{int.from_bytes(check[i : i + 3], 'big') % 100000:05d}" for i in range(0, 15, 3)
+        )
+        return " ".join(digits[i : i + 5] for i in range(0, 25, 5))
 
     async def leave(self, room_id: bytes) -> None:
         live = self._require(room_id)

@@ -448,3 +448,20 @@ async def test_room_settings_change_for_everyone_and_only_by_facilitators(
     with pytest.raises(BackchannelError, match="not possible"):
         await fac.c.update_room(room, retention_seconds=5)
     assert (await fac.c.room(room)).title == "Final title"
+
+
+async def test_room_check_codes_match_across_members_and_change_with_the_epoch(
+    people: dict[str, Person],
+) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Codes")).id
+    await _join(fac, ben, room)
+    await ben.c.sync()
+    code = fac.c.room_code(room)
+    assert code == ben.c.room_code(room) and len(code.split()) == 5
+    await fac.c.self_update(room)
+
+    async def moved_on() -> bool:
+        return ben.c.room_code(room) == fac.c.room_code(room) != code
+
+    await eventually(moved_on, timeout=30)
