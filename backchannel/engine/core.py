@@ -900,6 +900,9 @@ class Engine(InviteFlows, RoomActions):
             try:
                 await self.erase_expired()
                 await self.run_due_updates()
+                # Erased messages and superseded keys leave the WAL only at a checkpoint
+                # (secure_delete overwrites the pages; TRUNCATE drops the old copies).
+                await self.store.checkpoint()
             except Exception as exc:  # housekeeping must never stop the client
                 _log.warning("housekeeping failed: %s", type(exc).__name__)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
