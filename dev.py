@@ -2,7 +2,8 @@
 """Set up a local virtual environment and run Backchannel or its checks.
 
 Usage:
-    python3 dev.py run [ARGS...]   set up, then start Backchannel (ARGS go to it)
+    python3 dev.py run [ARGS...]   set up, then start the Backchannel app (ARGS go to it;
+                                   a relay alone: .venv/bin/backchannel-relay serve)
     python3 dev.py test [ARGS...]  set up, then lint, type-check and run every test
                                    (ARGS go to pytest)
 
@@ -57,8 +58,11 @@ def ensure_environment() -> None:
 
 
 def run(args: list[str]) -> int:
-    """Start Backchannel: for now the relay on 127.0.0.1 with the SQLite default."""
-    command = [str(BIN / "backchannel-relay"), "serve", *args]
+    """Start the Backchannel app (ARGS go to ``backchannel``, e.g. ``--home DIR``).
+
+    To run only a relay: ``.venv/bin/backchannel-relay serve``.
+    """
+    command = [str(BIN / "backchannel"), *args]
     return subprocess.call(command, cwd=ROOT)
 
 

@@ -113,12 +113,21 @@ def cli(
     """Backchannel: end-to-end encrypted rooms for confidential dialogue."""
     ctx.obj = Options(home or default_home(), as_json, passphrase_file, proxy)
     if ctx.invoked_subcommand is None:
-        click.echo(
-            "The terminal app is not built yet. Create a profile with `backchannel init --name NAME`, "
-            "see `backchannel status`, or run a relay with `backchannel-relay serve`.",
-            err=True,
-        )
-        ctx.exit(1)
+        _run_app(ctx.obj)
+
+
+def _run_app(opts: Options) -> None:
+    """``backchannel`` alone: the terminal app on ``--home``, through ``--proxy`` if given.
+
+    A passphrase from ``BACKCHANNEL_PASSPHRASE`` or ``--passphrase-file`` is tried first;
+    otherwise (or if it is wrong) the app asks for it.
+    """
+    from .tui import make_app  # Textual loads only for the app, not for the commands
+
+    passphrase = os.environ.get("BACKCHANNEL_PASSPHRASE") or None
+    if passphrase is None and opts.passphrase_file is not None:
+        passphrase = opts.passphrase()
+    make_app(opts.home, proxy=opts.proxy, passphrase=passphrase).run()
 
 
 @cli.command()

@@ -1,0 +1,302 @@
+"""BackchannelApp: wires the screens together, pumps client events, locks when idle.
+
+The app owns the :class:`~backchannel.client.Client` once a profile is created or
+unlocked. One worker turns ``client.events()`` into :mod:`.messages` for the main
+screen; network and store calls run in async workers, and every failure ends in
+:meth:`BackchannelApp.show_error` (a notification with a sentence, never a traceback).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from textual import events, work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+from textual.worker import Worker, WorkerState
+
+from ..client import Client
+from ..errors import BackchannelError
+from ..views import (
+    Alert,
+    ClientEvent,
+    ConnectionChanged,
+    JoinAnswered,
+    JoinRequested,
+    MembersChanged,
+    MessageChanged,
+    NewMessage,
+    RemovedFromRoom,
+    RoomChanged,
+    VerificationChanged,
+)
+from . import messages as msg
+from .commands import BackchannelCommands
+
+__all__ = ["BackchannelApp", "ClientFactory", "make_app", "to_message"]
+
+#: The store file a profile directory holds once created (the app only checks it exists).
+_PROFILE_FILE = "store.db"
+
+
+class ClientFactory(Protocol):
+    """How the app makes a :class:`Client` (the class itself, or a stand-in in tests)."""
+
+    async def create(
+        self, home: Path, *, name: str, passphrase: str, relay_url: str | None = None
+    ) -> Client: ...
+
+    async def open(self, home: Path, passphrase: str) -> Client: ...
+
+
+def to_message(event: ClientEvent) -> Message | None:
+    """The Textual message for one client event (None for events the UI ignores)."""
+    if isinstance(event, ConnectionChanged):
+        return msg.ConnectionStateChanged(event.state, event.detail)
+    if isinstance(event, NewMessage):
+        return msg.MessageArrived(event.message)
+    if isinstance(event, MessageChanged):
+        return msg.MessageUpdated(event.room, event.message_id)
+    if isinstance(event, MembersChanged | VerificationChanged):
+        return msg.MembersUpdated(event.room)
+    if isinstance(event, RoomChanged):
+        return msg.RoomUpdated(event.room)
+    if isinstance(event, JoinRequested):
+        return msg.JoinRequestArrived(event.request)
+    if isinstance(event, JoinAnswered):
+        return msg.JoinAnswerArrived(event.request_id, event.approved, event.room)
+    if isinstance(event, RemovedFromRoom):
+        return msg.RemovedFromRoomNotice(event.room)
+    if isinstance(event, Alert):
+        return msg.AlertRaised(event.room, event.text)
+    return None
+
+
+class BackchannelApp(App[None]):
+    """The terminal app. Build it with :func:`make_app`."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "Backchannel"
+    COMMANDS = App.COMMANDS | {BackchannelCommands}
+    BINDINGS = [
+        Binding(
+            "ctrl+l",
+            "lock",
+            "Lock",
+            tooltip="Hide everything behind the passphrase now",
+            id="app.lock",
+            priority=True,
+        ),
+        Binding("f1", "help", "Keys", tooltip="Show every key and what it does", id="app.help"),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            tooltip="Close Backchannel (the profile is locked on disk)",
+            id="app.quit",
+            priority=True,
+        ),
+    ]
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        proxy: str | None = None,
+        client_factory: ClientFactory = Client,
+        passphrase: str | None = None,
+        idle_lock_seconds: float = 600.0,
+    ) -> None:
+        super().__init__()
+        self.home = home
+        """The profile directory."""
+        self.proxy = proxy
+        """SOCKS5 proxy URL for the relay connection, or None."""
+        self.client_factory = client_factory
+        self.client: Client | None = None
+        """The open profile, once created or unlocked."""
+        self.idle_lock_seconds = idle_lock_seconds
+        """Lock after this many seconds without a key or mouse press (0 never locks)."""
+        self.locked = False
+        """Whether the lock screen hides everything."""
+        self.connection_state = "reconnecting"
+        """The newest relay connection state."""
+        self._initial_passphrase = passphrase
+        self._last_activity = time.monotonic()
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    @property
+    def has_profile(self) -> bool:
+        """Whether ``home`` holds a profile already."""
+        return (self.home / _PROFILE_FILE).exists()
+
+    def on_mount(self) -> None:
+        from .screens.first_run import FirstRunScreen
+        from .screens.unlock import UnlockScreen
+
+        if not self.has_profile:
+            self.push_screen(FirstRunScreen())
+        else:
+            self.push_screen(UnlockScreen())
+            if self._initial_passphrase:
+                self.unlock(self._initial_passphrase)
+        self.set_interval(1.0, self._check_idle, name="idle lock")
+
+    @work(exclusive=True, group="profile", exit_on_error=False, name="Unlocking the profile")
+    async def unlock(self, passphrase: str) -> None:
+        """Open the profile with ``passphrase`` and show the rooms (errors stay on screen)."""
+        from .screens.unlock import UnlockScreen
+
+        try:
+            client = await self.client_factory.open(self.home, passphrase)
+        except BackchannelError as exc:
+            if isinstance(self.screen, UnlockScreen):
+                self.screen.show_error(str(exc))
+            raise
+        await self._start(client)
+
+    @work(exclusive=True, group="profile", exit_on_error=False, name="Creating the profile")
+    async def create_profile(
+        self, name: str, passphrase: str, relay_url: str | None, link: str | None
+    ) -> None:
+        """Create the profile, connect, and (with ``link``) ask to join that room."""
+        client = await self.client_factory.create(
+            self.home, name=name, passphrase=passphrase, relay_url=relay_url
+        )
+        await self._start(client)
+        if link:
+            await client.join(link)
+            self.notify(
+                "Asked to join the room; a facilitator will answer.", title="Join request sent"
+            )
+
+    async def _start(self, client: Client) -> None:
+        from .screens.main import MainScreen
+
+        self.client = client
+        self._pump_events()
+        try:
+            await client.start(proxy=self.proxy)
+        except BackchannelError:
+            await client.close()
+            self.client = None
+            raise
+        self._last_activity = time.monotonic()
+        await self.switch_screen(MainScreen(client))
+
+    @work(exclusive=True, group="client-events", exit_on_error=False, name="Client events")
+    async def _pump_events(self) -> None:
+        """The one place client events become Textual messages."""
+        assert self.client is not None
+        async for event in self.client.events():
+            message = to_message(event)
+            if message is None:
+                continue
+            if isinstance(message, msg.ConnectionStateChanged):
+                self.connection_state = message.state
+            main = self.main_screen
+            if main is not None:
+                main.post_message(message)
+
+    @property
+    def main_screen(self) -> Any:
+        """The main screen, if the profile is open (wherever it sits in the stack)."""
+        from .screens.main import MainScreen
+
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen):
+                return screen
+        return None
+
+    async def on_unmount(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            await client.close()
+
+    # -- errors: the one place they become UI --------------------------------------------------
+
+    def show_error(self, title: str, error: BaseException) -> None:
+        """Tell the person what went wrong, as a sentence (never a traceback)."""
+        if isinstance(error, BackchannelError):
+            text = error.user_message()
+        else:
+            # Not one of ours: a bug. Say so plainly; details go to the Textual log only.
+            self.log.error(title, repr(error))
+            text = f"Something unexpected went wrong ({type(error).__name__}). Please try again."
+        self.notify(text, title=title, severity="error", timeout=10, markup=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR and event.worker.error is not None:
+            self.show_error(event.worker.name or "Error", event.worker.error)
+
+    # -- locking -----------------------------------------------------------------------------------
+
+    def on_event(self, event: events.Event) -> Any:
+        if isinstance(
+            event, events.Key | events.MouseDown | events.MouseScrollUp | events.MouseScrollDown
+        ):
+            self._last_activity = time.monotonic()
+        return super().on_event(event)
+
+    def _check_idle(self) -> None:
+        if self.idle_lock_seconds <= 0 or self.locked or self.client is None:
+            return
+        if time.monotonic() - self._last_activity >= self.idle_lock_seconds:
+            self.action_lock()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "lock":
+            return self.client is not None and not self.locked
+        return True
+
+    def action_lock(self) -> None:
+        """Hide everything behind the lock screen at once."""
+        from .screens.lock import LockScreen
+
+        if self.client is None or self.locked:
+            return
+        self.locked = True
+        self.clear_notifications()  # they may quote messages
+        self.push_screen(LockScreen())
+
+    def unlocked(self) -> None:
+        """Called by the lock screen once the passphrase matched."""
+        self.locked = False
+        self._last_activity = time.monotonic()
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen
+
+        if not self.locked:
+            self.push_screen(HelpScreen())
+
+
+def make_app(
+    home: Path,
+    *,
+    proxy: str | None = None,
+    passphrase: str | None = None,
+    client_factory: ClientFactory = Client,
+    idle_lock_seconds: float = 600.0,
+) -> BackchannelApp:
+    """Build the app as the CLI and the tests both do.
+
+    Args:
+        home: the profile directory (a first-run screen creates a profile there if none).
+        proxy: SOCKS5 proxy URL for the relay connection (e.g. Tor), or None.
+        passphrase: try this passphrase at start (from --passphrase-file or the
+            environment); the unlock screen shows if it is missing or wrong.
+        client_factory: makes the client (``Client`` itself outside tests).
+        idle_lock_seconds: lock after this long without input (0: never).
+    """
+    return BackchannelApp(
+        home,
+        proxy=proxy,
+        client_factory=client_factory,
+        passphrase=passphrase,
+        idle_lock_seconds=idle_lock_seconds,
+    )

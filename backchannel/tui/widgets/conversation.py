@@ -1,0 +1,605 @@
+"""The conversation: a line-based view that renders only the visible lines of a room.
+
+Theory of operation
+-------------------
+The widget holds a *window* of a room's history (at most ``page_size * max_pages``
+:class:`~backchannel.views.MessageView` values), loaded in pages through a loader
+(``client.history`` with ``before=``). Scrolling near the top loads the page before
+the window and drops the newest messages once the window is full; scrolling back
+down reloads them. Each dropped run of newer messages is remembered only as the id
+it was loaded before and its size, so memory stays flat however far one scrolls.
+
+Each message is a *block* of lines (day separator, "new messages" line, header,
+reply quote, wrapped body, file, reactions). Block heights are known for the
+window; the lines themselves (:class:`~textual.strip.Strip`) are kept in a small
+LRU cache and rebuilt when needed, so only what is on screen is ever rendered.
+All peer text passes through :mod:`.safe_text` and becomes :class:`~rich.text.Text`,
+never markup.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ...views import MemberView, MessageView
+from .safe_text import clean, clean_lines
+
+__all__ = ["Conversation", "HistoryLoader"]
+
+#: ``loader(before, limit)``: a page of messages older than ``before`` (None: the newest).
+HistoryLoader = Callable[[str | None, int], Awaitable[list[MessageView]]]
+
+INDENT = 2
+
+
+def human_size(n: int) -> str:
+    """``1.2 MB``-style size for file attachments."""
+    size = float(n)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _day(t: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(t))
+
+
+@dataclass(frozen=True, slots=True)
+class _Dropped:
+    """A run of newer messages dropped from the window: enough to load it again."""
+
+    before: str | None
+    count: int
+    first_id: str
+
+
+class Conversation(ScrollView, can_focus=True):
+    """A room's messages, newest at the bottom; up/down select, enter opens actions."""
+
+    BINDINGS = [
+        Binding("up", "cursor_up", "Previous message", show=False, id="conversation.up"),
+        Binding("down", "cursor_down", "Next message", show=False, id="conversation.down"),
+        Binding(
+            "enter",
+            "activate",
+            "Message actions",
+            tooltip="Reply, react, edit, delete or save the selected message",
+            id="conversation.actions",
+        ),
+        Binding("end", "scroll_to_latest", "Latest", show=False, id="conversation.latest"),
+    ]
+
+    COMPONENT_CLASSES = {
+        "conversation--time",
+        "conversation--name",
+        "conversation--me",
+        "conversation--verified",
+        "conversation--warning",
+        "conversation--separator",
+        "conversation--new",
+        "conversation--quote",
+        "conversation--meta",
+        "conversation--selected",
+    }
+
+    DEFAULT_CSS = """
+    Conversation { height: 1fr; }
+    Conversation > .conversation--time { color: $text-muted; }
+    Conversation > .conversation--name { color: $accent; text-style: bold; }
+    Conversation > .conversation--me { color: $primary; text-style: bold; }
+    Conversation > .conversation--verified { color: $success; }
+    Conversation > .conversation--warning { color: $warning; text-style: bold; }
+    Conversation > .conversation--separator { color: $text-muted; }
+    Conversation > .conversation--new { color: $error; }
+    Conversation > .conversation--quote { color: $text-muted; text-style: italic; }
+    Conversation > .conversation--meta { color: $text-muted; text-style: italic; }
+    Conversation > .conversation--selected { background: $boost; }
+    Conversation:focus > .conversation--selected { background: $primary 30%; }
+    """
+
+    class Selected(Message):
+        """A message was selected (keyboard cursor or click)."""
+
+        def __init__(self, conversation: Conversation, message: MessageView) -> None:
+            super().__init__()
+            self.conversation = conversation
+            self.message = message
+
+        @property
+        def control(self) -> Conversation:
+            return self.conversation
+
+    class ActionsRequested(Message):
+        """The person asked for the actions of a message (enter, or a click on the selected)."""
+
+        def __init__(self, conversation: Conversation, message: MessageView) -> None:
+            super().__init__()
+            self.conversation = conversation
+            self.message = message
+
+        @property
+        def control(self) -> Conversation:
+            return self.conversation
+
+    def __init__(
+        self,
+        *,
+        page_size: int = 200,
+        max_pages: int = 4,
+        max_cached_lines: int = 600,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.page_size = page_size
+        """Messages per history page."""
+        self.max_loaded = page_size * max_pages
+        """The most messages the window holds."""
+        self.max_cached_lines = max_cached_lines
+        """The most rendered lines kept (an LRU of message blocks)."""
+        self.loader: HistoryLoader | None = None
+        self._messages: list[MessageView] = []
+        self._index: dict[str, int] = {}
+        self._heights: list[int] = []
+        self._offsets: list[int] = []
+        self._total = 0
+        self._width = 0
+        self._cache: OrderedDict[str, list[Strip]] = OrderedDict()
+        self._cached_lines = 0
+        self._has_older = False
+        self._dropped: list[_Dropped] = []
+        self._loading = False
+        self._members: dict[str, MemberView] = {}
+        self._new_marker: str | None = None
+        self._selected: str | None = None
+
+    # -- what tests and the screen read ------------------------------------------------------
+
+    @property
+    def messages(self) -> list[MessageView]:
+        """The loaded window, oldest first."""
+        return list(self._messages)
+
+    @property
+    def cached_line_count(self) -> int:
+        """How many rendered lines are held right now."""
+        return self._cached_lines
+
+    @property
+    def total_lines(self) -> int:
+        """Lines of the loaded window at the current width."""
+        return self._total
+
+    @property
+    def at_live_end(self) -> bool:
+        """Whether the window reaches the newest message."""
+        return not self._dropped
+
+    @property
+    def selected(self) -> MessageView | None:
+        """The message under the cursor."""
+        if self._selected is None or self._selected not in self._index:
+            return None
+        return self._messages[self._index[self._selected]]
+
+    def find(self, message_id: str) -> MessageView | None:
+        """A loaded message by id."""
+        i = self._index.get(message_id)
+        return None if i is None else self._messages[i]
+
+    def line_text(self, line: int) -> str:
+        """The plain text of one line of the window (for tests and accessibility)."""
+        if not 0 <= line < self._total:
+            return ""
+        i = bisect_right(self._offsets, line) - 1
+        return self._block(i)[line - self._offsets[i]].text
+
+    def visible_text(self) -> list[str]:
+        """The plain text of the lines on screen."""
+        top = self.scroll_offset.y
+        return [self.line_text(top + y) for y in range(self.scrollable_content_region.height)]
+
+    # -- changing the content ------------------------------------------------------------------
+
+    def reset(
+        self,
+        messages: list[MessageView],
+        *,
+        has_older: bool,
+        new_marker: str | None = None,
+        members: dict[str, MemberView] | None = None,
+    ) -> None:
+        """Show a new room: ``messages`` are its newest page, oldest first."""
+        self._messages = list(messages)
+        self._has_older = has_older
+        self._dropped = []
+        self._new_marker = new_marker
+        self._selected = None
+        if members is not None:
+            self._members = dict(members)
+        self._relayout()
+        self.scroll_end(animate=False)
+
+    def set_members(self, members: dict[str, MemberView]) -> None:
+        """Names' verified marks and warnings come from these."""
+        self._members = dict(members)
+        self._relayout()
+
+    def add(self, message: MessageView) -> None:
+        """A new message: appended when the window reaches the newest, else left for later."""
+        if message.id in self._index:
+            self.replace(message)
+            return
+        if self._dropped:
+            return  # it will be loaded with the newer messages
+        follow = self._is_at_bottom()
+        self._messages.append(message)
+        self._index[message.id] = len(self._messages) - 1
+        self._append_heights(len(self._messages) - 1)
+        if len(self._messages) > self.max_loaded:
+            self._drop_oldest(len(self._messages) - self.max_loaded)
+        self._update_virtual_size()
+        if follow:
+            self.scroll_end(animate=False)
+
+    def replace(self, message: MessageView) -> None:
+        """A loaded message changed (edited, deleted, reacted to, file completed)."""
+        i = self._index.get(message.id)
+        if i is None:
+            return
+        self._messages[i] = message
+        self._relayout()
+
+    # -- layout ----------------------------------------------------------------------------------
+
+    def _content_width(self) -> int:
+        return max(self.scrollable_content_region.width, 10)
+
+    def _relayout(self) -> None:
+        self._index = {m.id: i for i, m in enumerate(self._messages)}
+        self._cache.clear()
+        self._cached_lines = 0
+        self._width = self._content_width()
+        self._heights = [len(self._block(i)) for i in range(len(self._messages))]
+        self._rebuild_offsets()
+        self._update_virtual_size()
+        self.refresh()
+
+    def _append_heights(self, i: int) -> None:
+        self._heights.append(len(self._block(i)))
+        self._offsets.append(self._total)
+        self._total += self._heights[-1]
+
+    def _rebuild_offsets(self) -> None:
+        self._offsets = []
+        total = 0
+        for h in self._heights:
+            self._offsets.append(total)
+            total += h
+        self._total = total
+
+    def _update_virtual_size(self) -> None:
+        self.virtual_size = Size(self._width, self._total)
+        self.refresh()
+
+    def _evict(self, message_id: str) -> None:
+        strips = self._cache.pop(message_id, None)
+        if strips is not None:
+            self._cached_lines -= len(strips)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._content_width() != self._width:
+            self._relayout()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        if self._messages:
+            self._relayout()  # a new theme: colours are baked into the cached lines
+
+    # -- rendering -------------------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        line = self.scroll_offset.y + y
+        base = self.rich_style
+        if not 0 <= line < self._total:
+            return Strip.blank(width, base)
+        i = bisect_right(self._offsets, line) - 1
+        strip = self._block(i)[line - self._offsets[i]]
+        if self._messages[i].id == self._selected:
+            strip = strip.apply_style(self.get_component_rich_style("conversation--selected"))
+        return strip.crop_extend(0, width, base)
+
+    def _block(self, i: int) -> list[Strip]:
+        message = self._messages[i]
+        strips = self._cache.get(message.id)
+        if strips is not None:
+            self._cache.move_to_end(message.id)
+            return strips
+        strips = self._render_block(i)
+        self._cache[message.id] = strips
+        self._cached_lines += len(strips)
+        while self._cached_lines > self.max_cached_lines and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached_lines -= len(old)
+        return strips
+
+    def _style(self, name: str) -> Style:
+        return self.get_component_rich_style(f"conversation--{name}", partial=True)
+
+    def _render_block(self, i: int) -> list[Strip]:
+        m = self._messages[i]
+        width = self._width or self._content_width()
+        console = self.app.console
+        out: list[Strip] = []
+
+        def centred(label: str, style: Style) -> None:
+            text = f" {label} "
+            side = max((width - len(text)) // 2, 1)
+            out.append(Strip([Segment("─" * side + text + "─" * side, style)]))
+
+        if i == 0 or _day(self._messages[i - 1].time) != _day(m.time):
+            centred(time.strftime("%A %d %B %Y", time.localtime(m.time)), self._style("separator"))
+        if m.id == self._new_marker:
+            centred("new messages", self._style("new"))
+
+        header = Text(end="")
+        header.append(time.strftime("%H:%M", time.localtime(m.time)), self._style("time"))
+        header.append("  ")
+        header.append(clean(m.sender_name), self._style("me" if m.outgoing else "name"))
+        member = self._members.get(m.sender)
+        if member is not None and member.key_changed:
+            header.append(" ⚠ key changed: compare safety numbers", self._style("warning"))
+        elif member is not None and member.verified and not member.me:
+            header.append(" ✓", self._style("verified"))
+        if m.outgoing and not m.delivered:
+            header.append("  sending…", self._style("meta"))
+        out.extend(self._wrap(header, width, 0, console))
+
+        if m.reply_to is not None:
+            quoted = self.find(m.reply_to)
+            if quoted is None:
+                quote = "↳ in reply to an earlier message"
+            elif quoted.deleted:
+                quote = f"↳ {clean(quoted.sender_name)}: (deleted)"
+            else:
+                first = clean_lines(quoted.text or (quoted.file.name if quoted.file else ""))[0]
+                quote = f"↳ {clean(quoted.sender_name)}: {first}"
+            text = Text(quote, self._style("quote"), end="", no_wrap=True, overflow="ellipsis")
+            text.truncate(width - INDENT, overflow="ellipsis")
+            out.extend(self._wrap(text, width, INDENT, console))
+
+        body = Text(end="")
+        if m.deleted:
+            body.append("(message deleted)", self._style("meta"))
+        elif m.file is not None:
+            state = "complete" if m.file.complete else "still arriving"
+            body.append(f"📎 {clean(m.file.name)}  ")
+            body.append(f"({human_size(m.file.size)}, {state})", self._style("meta"))
+        else:
+            if m.kind != "text":
+                body.append("* ", self._style("meta"))
+            body.append("\n".join(clean_lines(m.text)))
+            if m.edited:
+                body.append(" (edited)", self._style("meta"))
+        out.extend(self._wrap(body, width, INDENT, console))
+
+        if m.reactions and not m.deleted:
+            line = Text(end="")
+            for r in m.reactions:
+                line.append(f"{clean(r.emoji)} {r.count}", self._style("me" if r.mine else "meta"))
+                line.append("  ")
+            out.extend(self._wrap(line, width, INDENT, console))
+        out.append(Strip.blank(0))
+        return out
+
+    @staticmethod
+    def _wrap(text: Text, width: int, indent: int, console: object) -> list[Strip]:
+        lines = text.wrap(console, max(width - indent, 4))  # type: ignore[arg-type]
+        pad = [Segment(" " * indent)] if indent else []
+        return [
+            Strip([*pad, *line.render(console, end="")])  # type: ignore[arg-type]
+            for line in lines
+        ] or [Strip.blank(0)]
+
+    # -- selection -------------------------------------------------------------------------------
+
+    def select(self, message_id: str) -> None:
+        """Put the cursor on a loaded message and bring it into view."""
+        i = self._index.get(message_id)
+        if i is None:
+            return
+        self._selected = message_id
+        region = Region(0, self._offsets[i], self._width, self._heights[i])
+        self.scroll_to_region(region, animate=False, immediate=True)
+        self.refresh()
+        self.post_message(self.Selected(self, self._messages[i]))
+
+    def clear_selection(self) -> None:
+        self._selected = None
+        self.refresh()
+
+    def action_cursor_up(self) -> None:
+        if not self._messages:
+            return
+        i = self._index.get(self._selected or "", len(self._messages))
+        self.select(self._messages[max(i - 1, 0)].id)
+
+    def action_cursor_down(self) -> None:
+        if not self._messages or self._selected is None:
+            return
+        i = self._index.get(self._selected, len(self._messages) - 1)
+        if i >= len(self._messages) - 1:
+            self.clear_selection()
+            self.scroll_end(animate=False)
+            return
+        self.select(self._messages[i + 1].id)
+
+    def action_activate(self) -> None:
+        message = self.selected
+        if message is not None:
+            self.post_message(self.ActionsRequested(self, message))
+
+    def action_scroll_to_latest(self) -> None:
+        self.clear_selection()
+        self.scroll_end(animate=False)
+
+    def on_click(self, event: events.Click) -> None:
+        line = self.scroll_offset.y + event.y
+        if not 0 <= line < self._total:
+            return
+        message = self._messages[bisect_right(self._offsets, line) - 1]
+        if message.id == self._selected:
+            self.post_message(self.ActionsRequested(self, message))
+        else:
+            self.select(message.id)
+
+    # -- paging ------------------------------------------------------------------------------------
+
+    def _is_at_bottom(self) -> bool:
+        return self.scroll_offset.y >= self.max_scroll_y - 1
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self.maybe_load()
+
+    def maybe_load(self) -> None:
+        """Load the page before or after the window when the view nears its edge."""
+        if self.loader is None or self._loading or not self._messages:
+            return
+        height = max(self.scrollable_content_region.height, 1)
+        if self._has_older and self.scroll_offset.y < height:
+            self._loading = True
+            self.run_worker(
+                self._load_older(), group="conversation-page", exclusive=True, exit_on_error=False
+            )
+        elif self._dropped and self.max_scroll_y - self.scroll_offset.y < height:
+            self._loading = True
+            self.run_worker(
+                self._load_newer(), group="conversation-page", exclusive=True, exit_on_error=False
+            )
+
+    async def _load_older(self) -> None:
+        try:
+            assert self.loader is not None
+            page = await self.loader(self._messages[0].id, self.page_size)
+            if len(page) < self.page_size:
+                self._has_older = False
+            page = [m for m in page if m.id not in self._index]
+            if page:
+                self._prepend(page)
+        finally:
+            self._loading = False
+        self.call_after_refresh(self.maybe_load)
+
+    def _prepend(self, page: list[MessageView]) -> None:
+        old_total = self._total
+        old_first = self._messages[0].id
+        self._messages[:0] = page
+        self._index = {m.id: i for i, m in enumerate(self._messages)}
+        self._evict(old_first)  # its day separator may go
+        self._width = self._width or self._content_width()
+        self._heights[:0] = [0] * len(page)
+        for i in range(len(page) + 1):
+            self._heights[i] = len(self._block(i))
+        self._rebuild_offsets()
+        added = self._total - old_total
+        excess = len(self._messages) - self.max_loaded
+        if excess > 0:
+            before = self._dropped[-1].first_id if self._dropped else None
+            cut = len(self._messages) - excess
+            dropped = self._messages[cut:]
+            self._dropped.append(_Dropped(before, len(dropped), dropped[0].id))
+            for m in dropped:
+                self._evict(m.id)
+            del self._messages[cut:]
+            del self._heights[cut:]
+            self._index = {m.id: i for i, m in enumerate(self._messages)}
+            self._rebuild_offsets()
+        self._update_virtual_size()
+        self.scroll_to(y=self.scroll_offset.y + added, animate=False, immediate=True)
+
+    async def _load_newer(self) -> None:
+        try:
+            assert self.loader is not None
+            chunk = self._dropped[-1]
+            last = self._messages[-1].id
+            limit = chunk.count + 1
+            while True:
+                page = await self.loader(chunk.before, limit)
+                ids = [m.id for m in page]
+                if last in ids or len(page) < limit:
+                    break
+                limit *= 2  # newer messages arrived meanwhile: reach back to the window
+            if last in ids:
+                page = page[ids.index(last) + 1 :]
+            self._dropped.pop()
+            page = [m for m in page if m.id not in self._index]
+            for m in page:
+                self._messages.append(m)
+                self._index[m.id] = len(self._messages) - 1
+                self._append_heights(len(self._messages) - 1)
+            excess = len(self._messages) - self.max_loaded
+            if excess > 0:
+                self._drop_oldest(excess)
+            self._update_virtual_size()
+        finally:
+            self._loading = False
+        self.call_after_refresh(self.maybe_load)
+
+    def _drop_oldest(self, count: int) -> None:
+        removed = sum(self._heights[:count])
+        for m in self._messages[:count]:
+            self._evict(m.id)
+        del self._messages[:count]
+        del self._heights[:count]
+        self._has_older = True
+        self._index = {m.id: i for i, m in enumerate(self._messages)}
+        grown = 0
+        if self._messages:  # the new first message now opens with a day separator
+            self._evict(self._messages[0].id)
+            height = len(self._block(0))
+            grown = height - self._heights[0]
+            self._heights[0] = height
+        self._rebuild_offsets()
+        self._update_virtual_size()
+        y = max(self.scroll_offset.y - removed + grown, 0)
+        self.scroll_to(y=y, animate=False, immediate=True)
+
+    async def reveal(self, message_id: str, *, max_pages: int = 200) -> bool:
+        """Load older pages until ``message_id`` is in the window, then select it.
+
+        Returns:
+            Whether the message was found.
+        """
+        if self.loader is None:
+            return False
+        if message_id not in self._index and self._dropped:
+            page = await self.loader(None, self.page_size)
+            self.reset(page, has_older=len(page) >= self.page_size, members=self._members)
+        for _ in range(max_pages):
+            if message_id in self._index or not self._has_older or not self._messages:
+                break
+            self._loading = True
+            await self._load_older()
+        if message_id in self._index:
+            self.select(message_id)
+            return True
+        return False

@@ -1,0 +1,135 @@
+"""Pilot tests of the app's life cycle: first run, unlock, lock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.widgets import Input
+
+from backchannel.tui import BackchannelApp
+from backchannel.tui.screens.first_run import FirstRunScreen, strength_hint
+from backchannel.tui.screens.lock import LockScreen
+from backchannel.tui.screens.main import MainScreen
+from backchannel.tui.screens.unlock import UnlockScreen
+
+from .conftest import PASSPHRASE, RelayHandle, wait_for, wait_for_main, wait_for_workers
+
+Build = Callable[..., BackchannelApp]
+
+
+def test_strength_hint_counts_length_and_classes() -> None:
+    assert strength_hint("").startswith("Use at least")
+    assert strength_hint("short").startswith("Too short")
+    assert strength_hint("abcdefghijk").startswith("Weak")
+    assert strength_hint("Abcdefgh1234!").startswith("Fair")
+    assert strength_hint("correct horse battery staple").startswith("Strong")
+
+
+async def test_first_run_creates_a_profile(
+    tmp_path: Path, relay: RelayHandle, build_app: Build
+) -> None:
+    home = tmp_path / "new"
+    app = build_app(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        screen = app.screen
+        screen.query_one("#name", Input).value = "Ada"
+        screen.query_one("#passphrase", Input).value = PASSPHRASE
+        screen.query_one("#passphrase2", Input).value = "something else entirely"
+        await pilot.click("#create")
+        await pilot.pause()
+        assert "differ" in str(screen.query_one("#first-run-error").render())
+        assert not app.has_profile
+        screen.query_one("#passphrase2", Input).value = PASSPHRASE
+        await pilot.click("#relay-url-choice")
+        screen.query_one("#relay-url", Input).value = relay.url
+        await pilot.click("#create")
+        main = await wait_for_main(pilot)
+        assert app.has_profile
+        assert app.client is not None
+        assert app.client.info().name == "Ada"
+        assert app.client.info().relay == relay.url
+        await wait_for(pilot, lambda: app.connection_state == "connected")
+        assert main.query_one("#connection").render()
+
+
+async def test_unlock_wrong_then_right_passphrase(app_home: Path, build_app: Build) -> None:
+    app = build_app(app_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen))
+        field = app.screen.query_one("#unlock-passphrase", Input)
+        field.value = "not the passphrase"
+        await pilot.press("enter")
+        await wait_for_workers(pilot)
+        assert isinstance(app.screen, UnlockScreen)
+        assert "Wrong passphrase" in str(app.screen.query_one("#unlock-error").render())
+        assert app.client is None
+        field.value = PASSPHRASE
+        await pilot.press("enter")
+        await wait_for_main(pilot)
+        assert app.client is not None
+
+
+async def test_passphrase_from_the_cli_unlocks_directly(app_home: Path, build_app: Build) -> None:
+    app = build_app(app_home, passphrase=PASSPHRASE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_main(pilot)
+
+
+async def test_lock_hides_everything_and_unlock_restores(app_home: Path, build_app: Build) -> None:
+    app = build_app(app_home, passphrase=PASSPHRASE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        main = await wait_for_main(pilot)
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert isinstance(app.screen, LockScreen)
+        assert app.locked
+        # Nothing of the main screen is drawn: the lock screen is opaque.
+        assert not any(s is main for s in [app.screen])
+        assert "Ada" not in _screen_text(app)
+        field = app.screen.query_one("#lock-passphrase", Input)
+        field.value = "wrong wrong wrong"
+        await pilot.press("enter")
+        await wait_for_workers(pilot)
+        assert isinstance(app.screen, LockScreen)
+        assert "Wrong passphrase" in str(app.screen.query_one("#lock-error").render())
+        field.value = PASSPHRASE
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        assert not app.locked
+        assert "Ada" in _screen_text(app)
+
+
+async def test_idle_time_locks(app_home: Path, build_app: Build) -> None:
+    app = build_app(app_home, passphrase=PASSPHRASE, idle_lock_seconds=0.5)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_main(pilot)
+        await wait_for(pilot, lambda: isinstance(app.screen, LockScreen), timeout=10)
+
+
+def _screen_text(app: BackchannelApp) -> str:
+    """Every character the terminal would show right now."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(strip.text for strip in strips)
+
+
+async def test_help_lists_the_keys(app_home: Path, build_app: Build) -> None:
+    from textual.widgets import DataTable
+
+    from backchannel.tui.commands import catalogue
+    from backchannel.tui.screens.help import HelpScreen
+
+    app = build_app(app_home, passphrase=PASSPHRASE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        main = await wait_for_main(pilot)
+        titles = {e.title for e in catalogue(app, main)}
+        assert {"New room", "Invite", "Lock", "Keys", "Quit", "Message actions"} <= titles
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        table = app.screen.query_one(DataTable)
+        shown = {str(table.get_row_at(i)[1]) for i in range(table.row_count)}
+        assert {"New room", "Lock", "Send"} <= shown
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
