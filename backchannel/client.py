@@ -35,6 +35,8 @@ from .engine import DEFAULT_SELF_UPDATE_SECONDS, Engine
 from .errors import BackchannelError, ProfileError
 from .identity import DeviceIdentity
 from .locations import embedded_relay_dir
+from .rooms.errors import InviteError
+from .rooms.invites import parse_invite
 from .store import NoProfile, ProfileExists, ProfileLocked, Store, StoreError, WrongPassphrase
 from .transport.connection import RelayConnection
 from .views import (
@@ -175,6 +177,23 @@ class Client:
             if listen is not None:
                 await tx.set_setting(_LISTEN, listen.encode())
         return cls(home, store, identity, relay_url, listen)
+
+    @staticmethod
+    def exists(home: Path) -> bool:
+        """Whether ``home`` holds a profile (created, whatever its passphrase)."""
+        return Store.exists(home)
+
+    @staticmethod
+    def invite_relay(link: str) -> str:
+        """The relay URL an invite link names (to create a profile on it before joining).
+
+        Raises:
+            BackchannelError: not a valid, unexpired invite link (the sentence says why).
+        """
+        try:
+            return parse_invite(link, now=time.time()).relay_url
+        except InviteError as exc:
+            raise BackchannelError(str(exc)) from None
 
     @classmethod
     async def open(cls, home: Path, passphrase: str) -> Client:
@@ -409,6 +428,10 @@ class Client:
     async def save_file(self, room: str, message: str, destination: Path) -> Path:
         """Write a received file to ``destination`` (a directory or a file path)."""
         return await self.engine.save_file(self.engine.resolve_room(room), message, destination)
+
+    async def message(self, room: str, message: str) -> MessageView | None:
+        """One message of a room by id (None if this device does not have it)."""
+        return await self.engine.message(self.engine.resolve_room(room), message)
 
     async def history(
         self, room: str, *, limit: int = 50, before: str | None = None

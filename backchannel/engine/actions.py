@@ -496,6 +496,10 @@ class RoomActions:
             )
         return out
 
+    async def message(self, room_id: bytes, message: str) -> MessageView | None:
+        stored = await self.store.message(room_id, parse_id(message, "message"))
+        return None if stored is None else (await self._views([stored]))[0]
+
     async def history(self, room_id: bytes, limit: int, before: str | None) -> list[MessageView]:
         anchor = None
         if before is not None:

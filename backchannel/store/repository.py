@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .database import Connection, Database, Transaction
+from .database import Connection, Database, ProfilePaths, Transaction
 from .errors import FingerprintMismatch, UnknownRecord
 from .keys import RFC9106_SECOND, KdfParams
 from .records import Member, Message, OutboxEntry, Room, from_row, fts_query
@@ -621,6 +621,11 @@ class Store(_Repository):
     def __init__(self, database: Database, *, clock: Clock = time.time) -> None:
         self.database = database
         self._clock = clock
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        """Whether ``directory`` holds a profile's store."""
+        return ProfilePaths(directory).db.exists()
 
     def __repr__(self) -> str:
         return f"Store({self.database!r})"

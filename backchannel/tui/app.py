@@ -38,9 +38,6 @@ from .commands import BackchannelCommands
 
 __all__ = ["BackchannelApp", "ClientFactory", "make_app", "to_message"]
 
-#: The store file a profile directory holds once created (the app only checks it exists).
-_PROFILE_FILE = "store.db"
-
 
 class ClientFactory(Protocol):
     """How the app makes a :class:`Client` (the class itself, or a stand-in in tests)."""
@@ -132,7 +129,7 @@ class BackchannelApp(App[None]):
     @property
     def has_profile(self) -> bool:
         """Whether ``home`` holds a profile already."""
-        return (self.home / _PROFILE_FILE).exists()
+        return Client.exists(self.home)
 
     def on_mount(self) -> None:
         from .screens.first_run import FirstRunScreen

@@ -12,6 +12,8 @@ from backchannel.tui.screens.first_run import FirstRunScreen, strength_hint
 from backchannel.tui.screens.lock import LockScreen
 from backchannel.tui.screens.main import MainScreen
 from backchannel.tui.screens.unlock import UnlockScreen
+from backchannel.views import JoinRequested
+from tests.e2e.harness import Person, wait_event
 
 from .conftest import PASSPHRASE, RelayHandle, wait_for, wait_for_main, wait_for_workers
 
@@ -133,3 +135,34 @@ async def test_help_lists_the_keys(app_home: Path, build_app: Build) -> None:
         assert {"New room", "Lock", "Send"} <= shown
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
+
+
+async def test_first_run_with_an_invite_link_joins_on_the_links_relay(
+    tmp_path: Path, relay: RelayHandle, peer: Person, build_app: Build
+) -> None:
+    """The relay comes from the link; the join request reaches the facilitator at once."""
+    room = (await peer.c.create_room("Invited")).id
+    link = await peer.c.invite(room)
+    app = build_app(tmp_path / "joiner")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        screen = app.screen
+        screen.query_one("#name", Input).value = "Joy"
+        screen.query_one("#passphrase", Input).value = PASSPHRASE
+        screen.query_one("#passphrase2", Input).value = PASSPHRASE
+        await pilot.click("#relay-link-choice")
+        screen.query_one("#invite-link", Input).value = "not a link"
+        await pilot.click("#create")
+        await pilot.pause()
+        assert "not a valid Backchannel invite link" in str(
+            screen.query_one("#first-run-error").render()
+        )
+        assert not app.has_profile
+        field = screen.query_one("#invite-link", Input)
+        field.value = link
+        field.focus()
+        await pilot.press("enter")  # Enter in a field submits the form, as the button does
+        await wait_for_main(pilot)
+        assert app.client is not None and app.client.info().relay == relay.url
+        request = await wait_event(peer, JoinRequested)
+        assert request.request.name == "Joy"

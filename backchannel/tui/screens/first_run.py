@@ -1,10 +1,8 @@
 """First run: choose a display name, a passphrase (typed twice) and a relay.
 
-The relay is the built-in local one (the default), a relay URL, or the relay of an
-invite link. The app cannot read an invite's relay address itself (links are the
-room protocol's business), so with a link the person also gives the relay URL the
-facilitator shared; the profile uses that relay and asks to join right away. If
-the link is for another relay, the join error names the relay it needs.
+The relay is the built-in local one (the default), a relay URL, or the relay an
+invite link names: with a link, the profile is created on that link's relay and
+asks to join right away.
 """
 
 from __future__ import annotations
@@ -16,6 +14,9 @@ from textual.app import ComposeResult
 from textual.containers import Center, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+
+from ...client import Client
+from ...errors import BackchannelError
 
 __all__ = ["FirstRunScreen", "strength_hint"]
 
@@ -79,7 +80,7 @@ class FirstRunScreen(Screen[None]):
 
     def _show_fields(self) -> None:
         choice = self._choice()
-        self.query_one("#relay-url", Input).display = choice != "relay-embedded"
+        self.query_one("#relay-url", Input).display = choice == "relay-url-choice"
         self.query_one("#invite-link", Input).display = choice == "relay-link-choice"
 
     @on(RadioSet.Changed)
@@ -112,12 +113,17 @@ class FirstRunScreen(Screen[None]):
             return self.show_error("The two passphrases differ; type them again.")
         if choice == "relay-embedded":
             relay, link = None, None
-        elif relay is None or not relay.startswith(("ws://", "wss://")):
-            return self.show_error("Give the relay URL: it starts with ws:// or wss://.")
-        if choice == "relay-link-choice" and not link:
-            return self.show_error("Paste the invite link you were sent.")
-        if choice != "relay-link-choice":
+        elif choice == "relay-link-choice":
+            if not link:
+                return self.show_error("Paste the invite link you were sent.")
+            try:
+                relay = Client.invite_relay(link)
+            except BackchannelError as exc:
+                return self.show_error(exc.user_message())
+        else:
             link = None
+            if relay is None or not relay.startswith(("ws://", "wss://")):
+                return self.show_error("Give the relay URL: it starts with ws:// or wss://.")
         self.show_error("Creating the profile; deriving the key takes a moment…")
         self.app.create_profile(name, passphrase, relay, link)  # type: ignore[attr-defined]
         return None

@@ -329,20 +329,9 @@ class MainScreen(Screen[None]):
 
     @work(group="reload", exit_on_error=False, name="Reloading a message")
     async def _reload_message(self, room_id: str, message_id: str) -> None:
-        # No single-message read in the façade: the page just before the next message
-        # ends with this one.
-        loaded = self.conversation.messages
-        ids = [m.id for m in loaded]
-        if message_id not in ids:
-            return
-        i = ids.index(message_id)
-        if i + 1 < len(ids):
-            page = await self.client.history(room_id, limit=1, before=ids[i + 1])
-        else:
-            page = await self.client.history(room_id, limit=20)
-        for m in page:
-            if m.id == message_id:
-                self.conversation.replace(m)
+        fresh = await self.client.message(room_id, message_id)
+        if fresh is not None:
+            self.conversation.replace(fresh)
 
     def on_room_updated(self, event: msg.RoomUpdated) -> None:
         self.refresh_rooms(select_first=self.room_id is None)
