@@ -216,8 +216,13 @@ class Client:
             identity = DeviceIdentity.from_bytes(raw)
             relay = await store.get_setting(_RELAY_URL)
             listen = await store.get_setting(_LISTEN)
+        except StoreError as exc:
+            with contextlib.suppress(StoreError):
+                await store.close()
+            raise _profile_error(exc, home) from None
         except BaseException:
-            await store.close()
+            with contextlib.suppress(StoreError):
+                await store.close()
             raise
         return cls(
             home,

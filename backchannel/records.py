@@ -43,6 +43,31 @@ def _unpack(data: bytes, what: str) -> dict[str, Any]:
     return m
 
 
+def _b(value: object) -> bytes:
+    """A bytes field; anything else is a damaged record (never converted: an int
+    would become a huge zero-filled buffer)."""
+    if not isinstance(value, bytes):
+        raise TypeError("not bytes")
+    return value
+
+
+def _s(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not str")
+    return value
+
+
+def _action(value: object) -> dict[str, Any] | None:
+    """A pending commit's follow-up: None, or ``{"approve": request id}``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"approve"}:
+        raise TypeError("not an action")
+    if "approve" in value:
+        _b(value["approve"])
+    return value
+
+
 def _access(raw: bytes) -> RoomAccess:
     try:
         return RoomAccess.from_bytes(raw)
@@ -81,13 +106,13 @@ class RoomMeta:
         m = _unpack(data, "room record")
         try:
             return cls(
-                _access(bytes(m["access"])),
-                None if m["pk"] is None else bytes(m["pk"]),
-                m["pa"],
+                _access(_b(m["access"])),
+                None if m["pk"] is None else _b(m["pk"]),
+                _action(m["pa"]),
                 float(m["upd"]),
-                tuple(bytes(x) for x in m["prev"]),
+                tuple(_b(x) for x in m["prev"]),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise RecordError("The stored room record is damaged.") from None
 
 
@@ -121,14 +146,14 @@ class InviteEntry:
         m = _unpack(data, "invite")
         try:
             return cls(
-                bytes(m["room"]),
-                bytes(m["rec"]),
-                bytes(m["drop"]),
-                bytes(m["r"]),
-                bytes(m["a"]),
-                bytes(m["w"]),
+                _b(m["room"]),
+                _b(m["rec"]),
+                _b(m["drop"]),
+                _b(m["r"]),
+                _b(m["a"]),
+                _b(m["w"]),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise RecordError("The stored invite is damaged.") from None
 
 
@@ -164,16 +189,16 @@ class RequestEntry:
         m = _unpack(data, "join request")
         try:
             return cls(
-                bytes(m["rid"]),
-                bytes(m["room"]),
-                bytes(m["inv"]),
-                str(m["name"]),
-                bytes(m["kp"]),
-                bytes(m["inbox"]),
-                bytes(m["iw"]),
+                _b(m["rid"]),
+                _b(m["room"]),
+                _b(m["inv"]),
+                _s(m["name"]),
+                _b(m["kp"]),
+                _b(m["inbox"]),
+                _b(m["iw"]),
                 float(m["at"]),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise RecordError("The stored join request is damaged.") from None
 
 
@@ -210,14 +235,14 @@ class JoiningEntry:
         m = _unpack(data, "pending join")
         try:
             return cls(
-                bytes(m["rid"]),
-                bytes(m["s"]),
-                str(m["hint"]),
-                bytes(m["kp"]),
-                bytes(m["inbox"]),
-                bytes(m["r"]),
-                bytes(m["w"]),
+                _b(m["rid"]),
+                _b(m["s"]),
+                _s(m["hint"]),
+                _b(m["kp"]),
+                _b(m["inbox"]),
+                _b(m["r"]),
+                _b(m["w"]),
                 float(m["at"]),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise RecordError("The stored pending join is damaged.") from None

@@ -31,7 +31,7 @@ from ..errors import BackchannelError
 from ..identity import DeviceIdentity
 from ..records import InviteEntry, JoiningEntry, RecordError, RoomMeta
 from ..rooms import events as rev
-from ..rooms.access import RoomAccess, derive_access
+from ..rooms.access import RoomAccess, derive_access, open_room_blob, seal_room_blob
 from ..rooms.content import (
     DEFAULT_MAX_FILE_BYTES,
     Content,
@@ -49,9 +49,9 @@ from ..rooms.invites import (
     InviteRecord,
 )
 from ..rooms.policy import JoinApproval, RemoveMember, Role
-from ..rooms.room import Room
+from ..rooms.room import Room, message_epoch
 from ..store import Store
-from ..store.records import Message
+from ..store.records import Message, OutboxEntry
 from ..store.records import Room as RoomRecord
 from ..transport.connection import RelayConnection
 from ..transport.errors import Denied, MailboxExists, Rejected, StaleEpoch, TransportError
@@ -100,6 +100,8 @@ WITHHELD_TEXT = (
     "The relay did not show you back a message you sent: it may be hiding it from the "
     "others. Compare the room's check code with them out of band."
 )
+#: Seconds a refused post may wait for its room's move before the user is warned.
+MOVE_GRACE_SECONDS = 5.0
 #: How many recent entries per room are remembered to check late acknowledgements.
 RECENT_ENTRIES = 1024
 
@@ -115,11 +117,17 @@ class _Source:
 
     async def pending(self) -> Sequence[OutboxItem]:
         entries = await self._engine.store.pending(limit=1000)
-        self._sent = {e.idempotency_key: (e.mailbox_id, e.payload) for e in entries}
-        return [
-            OutboxItem(e.idempotency_key, e.mailbox_id, e.payload, ttl=self._engine.ttl_for(e))
-            for e in entries
-        ]
+        items = []
+        self._sent = {}
+        for e in entries:
+            blob = self._engine.wire_blob(e)
+            if blob is None:
+                continue  # its room moved: it is retargeted when the move is read
+            self._sent[e.idempotency_key] = (e.mailbox_id, blob)
+            items.append(
+                OutboxItem(e.idempotency_key, e.mailbox_id, blob, ttl=self._engine.ttl_for(e))
+            )
+        return items
 
     async def acknowledge(self, key: bytes, seq: int) -> None:
         await self._engine.store.acknowledge(key, seq)
@@ -333,7 +341,12 @@ class Engine(InviteFlows, RoomActions):
                         continue  # a mailbox the room has left: nothing after the move counts
                     now = self._now()
                     try:
-                        events = live.room.receive(entry.blob, now=int(now))
+                        data = open_room_blob(live.meta.access, entry.blob)
+                        if (message_epoch(data) or 0) < live.meta.access.base_epoch:
+                            # From before this mailbox was opened: only a member who
+                            # has since been removed would post that here.
+                            raise RoomError("a message from before the room moved here")
+                        events = live.room.receive(data, now=int(now))
                     except RoomError:
                         # Echoes of own commits land here (the epoch moved on), and so does
                         # anything forged, replayed or garbled: the state is unchanged.
@@ -384,6 +397,7 @@ class Engine(InviteFlows, RoomActions):
                 fx.removed = True
                 fx.events.append(RemovedFromRoom(hex_id(room_id)))
             elif isinstance(ev, rev.CommitRejected):
+                fx.skipped_epochs += 1  # it still took the relay's compare-and-set epoch
                 fx.events.append(
                     Alert(
                         hex_id(room_id),
@@ -448,6 +462,20 @@ class Engine(InviteFlows, RoomActions):
         for seq in skipped:
             del live.expected[seq]
             self._warn(live, fx, "withheld", seq, WITHHELD_TEXT)
+
+    def wire_blob(self, entry: OutboxEntry) -> bytes | None:
+        """What a queued post sends: room messages are sealed for their room's mailbox.
+
+        The outbox keeps the bare MLS message, so a post queued before a move is sealed
+        for the new mailbox once it is retargeted. None while it still names a
+        mailbox its room has left.
+        """
+        if entry.room_id is None:
+            return entry.payload  # an invite drop or a joiner's inbox: sealed already
+        live = self._live.get(entry.room_id)
+        if live is None or entry.mailbox_id != live.meta.access.mailbox:
+            return None
+        return seal_room_blob(live.meta.access, entry.payload)
 
     def expect_echo(self, mailbox: bytes, seq: int, blob: bytes) -> None:
         """This member's append of ``blob`` was stored at ``seq``: it must come back there."""
@@ -540,6 +568,11 @@ class Engine(InviteFlows, RoomActions):
         room_id = live.record.room_id
         record = live.record
         now = self._now()
+        if fx.skipped_epochs and fx.moved_to is None:
+            access = live.meta.access
+            live.meta = replace(
+                live.meta, access=replace(access, skipped=access.skipped + fx.skipped_epochs)
+            )
         if fx.moved_to is not None:
             meta = live.meta
             fx.moved_from = meta.access
@@ -709,12 +742,35 @@ class Engine(InviteFlows, RoomActions):
             if won:
                 await self._after(live, fx)
                 return
-            await self._catch_up(live, epoch)
+            relay = live.relay_epoch
+            if relay is None or relay > live.meta.access.relay_epoch(epoch):
+                await self._catch_up(live, epoch)  # a winning commit should be on its way
+            await self._resync_relay_epoch(live, epoch)
         raise BackchannelError(
             f"Your change to this room was not sequenced by the relay after "
             f"{COMMIT_ATTEMPTS} tries (other changes kept winning the race, or the relay "
             "keeps refusing it); try again in a moment."
         )
+
+    async def _resync_relay_epoch(self, live: Live, epoch: int) -> None:
+        """The relay's epoch and the room's disagree: set the offset from the relay's answer.
+
+        Honest members count refused commits as they read them (``skipped``), assuming
+        each took a relay epoch. This corrects the count from the relay's own answer
+        when one was appended without the compare-and-set (too many counted), or took
+        an epoch without reaching this member as a commit (too few).
+        """
+        relay = live.relay_epoch
+        live.relay_epoch = None
+        if relay is None or live.room.epoch != epoch:
+            return
+        async with live.lock:
+            access = live.meta.access
+            skipped = relay - (epoch - access.base_epoch)
+            if live.room.epoch != epoch or skipped < 0 or skipped == access.skipped:
+                return
+            live.meta = replace(live.meta, access=replace(access, skipped=skipped))
+            await self._apply(live, Effects())
 
     async def _catch_up(self, live: Live, epoch: int) -> None:
         deadline = asyncio.get_running_loop().time() + CATCH_UP_SECONDS
@@ -735,15 +791,17 @@ class Engine(InviteFlows, RoomActions):
             await self._apply(live, Effects())
             return False, Effects()
         access = live.meta.access
+        blob = seal_room_blob(access, pending.commit)
         try:
             result = await self.connection.append(
                 access.mailbox,
-                pending.commit,
+                blob,
                 key,
                 epoch=access.relay_epoch(pending.epoch),
                 timeout=REQUEST_SECONDS,
             )
-        except StaleEpoch:
+        except StaleEpoch as exc:
+            live.relay_epoch = exc.epoch
             live.room.discard_pending()
             live.meta = replace(live.meta, pending_key=None, pending_action=None)
             await self._apply(live, Effects())
@@ -756,7 +814,7 @@ class Engine(InviteFlows, RoomActions):
                 f"({exc.__class__.__name__}); it will be retried the next time this "
                 "profile connects."
             ) from None
-        self.expect_echo(access.mailbox, result.seq, pending.commit)
+        self.expect_echo(access.mailbox, result.seq, blob)
         welcome = pending.welcome
         action = live.meta.pending_action or {}
         events = live.room.confirm_pending()
@@ -907,6 +965,24 @@ class Engine(InviteFlows, RoomActions):
                 _log.warning("housekeeping failed: %s", type(exc).__name__)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
+    async def _expect_move(self, live: Live, mailbox: bytes) -> None:
+        """Warn if the room is still on a mailbox that refuses posts after a grace time."""
+        await asyncio.sleep(MOVE_GRACE_SECONDS)
+        if live.room.active and live.meta.access.mailbox == mailbox:
+            fx = Effects()
+            self._warn(
+                live,
+                fx,
+                "withheld-move",
+                live.room.epoch,
+                "Changes to this room have not reached you: the relay refuses your posts "
+                "to this room's mailbox, which happens once others have moved it on (after "
+                "a removal), but the change that moved it was not delivered to you. Your "
+                "messages are held until it arrives.",
+            )
+            for event in fx.events:
+                self._emit(event)
+
     async def _on_rejected(self, item: OutboxItem, exc: Rejected) -> None:
         """A queued post was refused for good."""
         route = self._routes.get(item.mailbox)
@@ -919,7 +995,11 @@ class Engine(InviteFlows, RoomActions):
                     return
         if route is not None and route[0] == "room" and isinstance(exc, Denied):
             # The room is moving (a removal was committed and its old mailbox sealed):
-            # the post goes to the new mailbox once this member reads the move.
+            # the post goes to the new mailbox once this member reads the move. If the
+            # move never comes, the relay is withholding it: say so.
             _log.info("a post waits for the room's move to a new mailbox")
+            live = self._live.get(route[1])
+            if live is not None:
+                self._spawn(self._expect_move(live, item.mailbox))
             return
         self._emit(Alert(None, f"The relay refused a message ({exc.code})."))

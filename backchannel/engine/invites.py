@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import replace
 
-from ..caps import capability, new_seed
+from ..caps import access_capability, capability, new_seed
 from ..errors import BackchannelError
 from ..mls.key_package_ops import KeyPackageBundle, KeyPackageIn
 from ..records import InviteEntry, JoiningEntry, RequestEntry, RoomMeta
@@ -344,6 +344,17 @@ class InviteFlows:
             _log.warning("a Welcome was refused: %s", type(exc).__name__)
             self._emit(Alert(None, f"The invitation could not be accepted: {text}"))
             return
+        if room.group_id in self._live or await self.store.room(room.group_id) is not None:
+            # A Welcome must never replace a room this profile already has (E04).
+            _log.warning("a Welcome named a room id already in use; refused")
+            self._emit(
+                Alert(
+                    None,
+                    "An invitation was refused: it named a room you already have. Ask the "
+                    "facilitator for a new invite.",
+                )
+            )
+            return
         access = reply.access
         meta = RoomMeta(access, last_update=now)
         record = RoomRecord(
@@ -360,6 +371,8 @@ class InviteFlows:
             await tx.set_cursor(access.mailbox, reply.after, room_id=room.group_id)
             await tx.delete_setting(JOINING_KEY + hex_id(rid))
             await self._sync_members(tx, live)
+        # The room's capability is registered before anyone can act on the room.
+        self.connection.register(access_capability(access))
         self._live[room.group_id] = live
         self._emit(RoomChanged(hex_id(room.group_id)))
         self._answer(JoinAnswered(hex_id(rid), True, hex_id(room.group_id)))

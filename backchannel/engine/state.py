@@ -85,6 +85,8 @@ class Live:
     epoch_changed: asyncio.Event = field(default_factory=asyncio.Event)
     #: A later epoch seen in messages this member could not read (changes withheld?).
     behind: int | None = None
+    #: The relay's epoch from its last ``stale_epoch`` answer to this member's commit.
+    relay_epoch: int | None = None
     #: Warnings already shown, so each is shown once: (kind, epoch).
     warned: set[tuple[str, int]] = field(default_factory=set)
     #: Own appends acknowledged but not yet seen in the stream: seq -> SHA-256 of the blob.
@@ -116,6 +118,8 @@ class Effects:
     removed: bool = False
     announce: bool = False
     commit_leaves: bool = False
+    #: Refused commits read (each took one relay epoch).
+    skipped_epochs: int = 0
 
     @property
     def structural(self) -> bool:

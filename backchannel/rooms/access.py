@@ -8,6 +8,12 @@ derived from the MLS exporter of the epoch in which the mailbox was opened
 member leaves or is removed: the removed member cannot compute the new exporter, so
 it can neither read the new mailbox through the relay nor post to it.
 
+Every blob of the room is sealed once more for its mailbox (:func:`seal_room_blob`):
+ChaCha20-Poly1305 under the mailbox's *wrap key*, also from the exporter. The relay
+then sees neither the MLS group id, nor the epoch, nor the content type of a
+message, so it cannot link the room across a move, and it cannot alter any cleartext
+MLS header field (the fork check in §13 included) without the blob failing to open.
+
 A joiner cannot derive the access of an epoch before its own, so the facilitator
 sends it, with the Welcome, in a :class:`JoinReply` appended to the joiner's inbox.
 The reply is sealed with ChaCha20-Poly1305 under a key derived from the invite
@@ -18,6 +24,7 @@ multi-use link.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,12 +45,14 @@ __all__ = [
     "RoomAccess",
     "derive_access",
     "open_join_reply",
+    "open_room_blob",
     "seal_join_reply",
+    "seal_room_blob",
 ]
 
 #: The ``v`` field of an access record and of a join reply.
 ACCESS_VERSION: Final = 1
-#: MLS exporter label for a room mailbox (context empty, 112 bytes).
+#: MLS exporter label for a room mailbox (context empty, 144 bytes).
 MAILBOX_EXPORTER_LABEL: Final = "backchannel/rooms/v1 mailbox"
 #: HKDF-SHA256 info label of the join reply key (salt empty, IKM secret || inbox seed).
 REPLY_KEY_LABEL: Final = b"backchannel/rooms/v1 join reply key"
@@ -55,6 +64,10 @@ _NONCE_BYTES: Final = 12
 _MAX_EPOCH: Final = 2**63 - 1
 _MAX_WELCOME_BYTES: Final = 1 << 17
 _MAX_REPLY_BYTES: Final = 1 << 18
+#: Associated data of a sealed room blob: this label, then the mailbox id.
+ROOM_BLOB_AAD_LABEL: Final = b"backchannel/rooms/v1 room blob\x00"
+#: Label of the deterministic nonce of a sealed room blob (hash of the contents).
+ROOM_BLOB_NONCE_LABEL: Final = b"backchannel/rooms/v1 room blob nonce\x00"
 _INVALID_REPLY = "The answer to this join request could not be opened (tampered or malformed)."
 
 
@@ -70,21 +83,27 @@ class RoomAccess:
     write_seed: bytes = field(repr=False)
     #: Ed25519 seed of the admin key.
     admin_seed: bytes = field(repr=False)
-    #: The MLS epoch at which the mailbox's relay epoch counter was 0: a commit made
-    #: in MLS epoch ``e`` is offered for relay epoch ``e - base_epoch``.
+    #: The MLS epoch at which the mailbox's relay epoch counter was 0.
     base_epoch: int
+    #: ChaCha20-Poly1305 key that seals every blob of this mailbox.
+    wrap_key: bytes = field(repr=False)
+    #: Relay epochs taken by commits that every member refused (a hostile member's
+    #: well-formed but forbidden commit still wins the relay's compare-and-set).
+    skipped: int = 0
 
     def __post_init__(self) -> None:
         check_bytes(self.mailbox, "mailbox", _MAILBOX_BYTES, _MAILBOX_BYTES)
-        for name in ("read_seed", "write_seed", "admin_seed"):
+        for name in ("read_seed", "write_seed", "admin_seed", "wrap_key"):
             check_bytes(getattr(self, name), name, _SEED_BYTES, _SEED_BYTES)
         check_int(self.base_epoch, "base_epoch", 0, _MAX_EPOCH)
+        check_int(self.skipped, "skipped", 0, _MAX_EPOCH)
 
     def relay_epoch(self, mls_epoch: int) -> int:
-        """The relay epoch a commit made in ``mls_epoch`` must name."""
+        """The relay epoch a commit made in ``mls_epoch`` must name:
+        ``mls_epoch - base_epoch + skipped``."""
         if mls_epoch < self.base_epoch:
             raise ValueError("the MLS epoch is older than this mailbox")
-        return mls_epoch - self.base_epoch
+        return mls_epoch - self.base_epoch + self.skipped
 
     def to_wire(self) -> dict[str, object]:
         """The msgpack map (inside an encrypted record or a sealed reply)."""
@@ -95,6 +114,8 @@ class RoomAccess:
             "w": self.write_seed,
             "a": self.admin_seed,
             "base": self.base_epoch,
+            "k": self.wrap_key,
+            "skip": self.skipped,
         }
 
     def to_bytes(self) -> bytes:
@@ -117,12 +138,14 @@ class RoomAccess:
             f.get_bytes("w", _SEED_BYTES, _SEED_BYTES),
             f.get_bytes("a", _SEED_BYTES, _SEED_BYTES),
             f.get_int("base", 0, _MAX_EPOCH),
+            f.get_bytes("k", _SEED_BYTES, _SEED_BYTES),
+            f.get_int("skip", 0, _MAX_EPOCH),
         )
 
 
 def derive_access(exporter: Callable[[str, bytes, int], bytes], epoch: int) -> RoomAccess:
     """The mailbox of the epoch whose exporter is ``exporter`` (e.g. ``Room.export_secret``)."""
-    material = exporter(MAILBOX_EXPORTER_LABEL, b"", _MAILBOX_BYTES + 3 * _SEED_BYTES)
+    material = exporter(MAILBOX_EXPORTER_LABEL, b"", _MAILBOX_BYTES + 4 * _SEED_BYTES)
     m = _MAILBOX_BYTES
     return RoomAccess(
         material[:m],
@@ -130,7 +153,39 @@ def derive_access(exporter: Callable[[str, bytes, int], bytes], epoch: int) -> R
         material[m + 32 : m + 64],
         material[m + 64 : m + 96],
         epoch,
+        material[m + 96 : m + 128],
     )
+
+
+def seal_room_blob(access: RoomAccess, data: bytes) -> bytes:
+    """``data`` (an MLSMessage) sealed for ``access``'s mailbox: nonce || ciphertext.
+
+    The nonce is derived from the contents, so sealing the same message twice gives
+    the same blob (a commit offered again after a crash is byte-identical), and two
+    different messages never share a nonce except with negligible probability.
+    """
+    digest = hashlib.sha256(ROOM_BLOB_NONCE_LABEL + access.wrap_key + data).digest()
+    nonce = digest[:_NONCE_BYTES]
+    sealed = ChaCha20Poly1305(access.wrap_key).encrypt(
+        nonce, data, ROOM_BLOB_AAD_LABEL + access.mailbox
+    )
+    return nonce + sealed
+
+
+def open_room_blob(access: RoomAccess, blob: bytes) -> bytes:
+    """The MLSMessage inside a blob of ``access``'s mailbox.
+
+    Raises:
+        RoomDecodeError: the blob was not sealed for this mailbox, or was altered.
+    """
+    if len(blob) < _NONCE_BYTES + 16:
+        raise RoomDecodeError("room blob: too short")
+    try:
+        return ChaCha20Poly1305(access.wrap_key).decrypt(
+            blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], ROOM_BLOB_AAD_LABEL + access.mailbox
+        )
+    except InvalidTag:
+        raise RoomDecodeError("room blob: not sealed for this mailbox") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -450,8 +450,9 @@ def evaluate_commit(
         elif isinstance(change, UpdateMember):
             pass  # Anyone may refresh its own keys (post-compromise security).
         elif isinstance(change, Reinit):
-            if not facilitator(proposer):
-                raise PolicyViolation("Only a facilitator may re-initialize the room.")
+            # Rooms of this version have no re-initialization flow, so no cipher suite or
+            # version change can be slipped in through one (a downgrade, D02).
+            raise PolicyViolation("Rooms cannot be re-initialized in this version.")
         else:  # OtherProposal
             raise PolicyViolation("The commit carries a proposal type rooms do not allow.")
 

@@ -114,10 +114,19 @@ from .policy import (
 from .state import decode_room_state, encode_room_state
 from .watch import RoomWatch, fork_check
 
-__all__ = ["SEEN_WINDOW", "OutgoingCommit", "Room", "RoomMember"]
+__all__ = ["SEEN_WINDOW", "OutgoingCommit", "Room", "RoomMember", "message_epoch"]
 
 #: How many ``(sender, message id)`` pairs a room remembers for dedupe and same-sender rules.
 SEEN_WINDOW: Final = 8192
+
+
+def message_epoch(data: bytes) -> int | None:
+    """The epoch in an MLS PrivateMessage's header (None for anything else)."""
+    try:
+        body = MLSMessage.from_bytes(data).body
+    except MLSError:
+        return None
+    return body.epoch if isinstance(body, PrivateMessage) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,7 +247,8 @@ def test_facilitator_may_add_remove_and_change_policy() -> None:
     ok(FAC, AddMember(FAC, NEW))
     ok(FAC, RemoveMember(FAC, PART))
     ok(FAC, ChangePolicy(FAC, new_policy(title="Renamed")))
-    ok(FAC, Reinit(FAC))
+    # No re-initialization in this version, not even by a facilitator (no downgrade path).
+    refused(FAC, Reinit(FAC), match="re-initialized")
     outcome = evaluate_commit(
         POLICY,
         committer=FAC,
@@ -268,7 +269,7 @@ def test_non_facilitators_may_not_add_remove_others_or_change_policy(who: bytes)
     refused(who, AddMember(who, NEW), match="Only a facilitator may add")
     refused(who, RemoveMember(who, FAC), match="Only a facilitator may remove")
     refused(who, ChangePolicy(who, new_policy(title="Mine")), match="Only a facilitator may change")
-    refused(who, Reinit(who), match="re-initialize")
+    refused(who, Reinit(who), match="re-initialized")
     # Even committed by a facilitator, a non-facilitator's proposal carries no authority.
     refused(FAC, AddMember(who, NEW), match="Only a facilitator may add")
 
