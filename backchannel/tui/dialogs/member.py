@@ -108,7 +108,7 @@ class MemberDialog(Dialog[None]):
     def on_mount(self) -> None:
         self.query_one("#dialog").border_title = "Member"
         self.query_one("#verify", Button).display = False
-        self.query_one("#cancel", Button).focus()
+        self.query_one("#cancel", Button).focus(scroll_visible=False)  # keep the name in view
         self.load()
 
     @on(Button.Pressed, "#cancel")

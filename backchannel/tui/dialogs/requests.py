@@ -139,9 +139,9 @@ class RequestsDialog(Dialog[None]):
         box = self.query_one("#requests", Vertical)
         await box.remove_children()
         await box.mount_all(RequestRow(r) for r in requests)
-        self.query_one("#empty", Static).update(
-            "" if requests else "No one is waiting to join this room."
-        )
+        empty = self.query_one("#empty", Static)
+        empty.update("" if requests else "No one is waiting to join this room.")
+        empty.display = not requests
         buttons = box.query(Button)
         if buttons:
             buttons.first().focus()

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -225,9 +225,17 @@ class MainScreen(Screen[None]):
     def action_next_room(self) -> None:
         self._step_room(1)
 
+    #: Narrower than this, the members panel starts hidden (the conversation needs the room).
+    MEMBERS_MIN_WIDTH = 100
+
     def action_toggle_members(self) -> None:
         panel = self.query_one("#members-panel")
         panel.display = not panel.display
+        self._members_chosen = True
+
+    def on_resize(self, event: events.Resize) -> None:
+        if not getattr(self, "_members_chosen", False):
+            self.query_one("#members-panel").display = event.size.width >= self.MEMBERS_MIN_WIDTH
 
     @work(exclusive=True, group="members", exit_on_error=False, name="Loading members")
     async def refresh_members(self) -> None:
@@ -275,8 +283,9 @@ class MainScreen(Screen[None]):
         self.reply_to = message
         first = clean_lines(message.text)[0] if message.text else "(file)"
         quote = Text(f"↳ replying to {clean(message.sender_name)}: {first}", end="")
-        quote.truncate(max(self.size.width - 40, 20), overflow="ellipsis")
         bar = self.query_one("#reply-bar", Static)
+        width = bar.content_size.width or self.conversation.size.width or self.size.width
+        quote.truncate(max(width - 1, 20), overflow="ellipsis")
         bar.update(quote)
         bar.display = True
         self.refresh_bindings()
