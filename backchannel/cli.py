@@ -85,6 +85,28 @@ def _emit(opts: Options, data: dict[str, Any], human: Callable[[], str]) -> None
     click.echo(json.dumps(data, sort_keys=True) if opts.json else human())
 
 
+class Duration(click.ParamType[int]):
+    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` or bare seconds, as a number of seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", str(value).lower())
+        if match is None:
+            self.fail(
+                f"{value!r} is not a duration; use seconds or a number with a unit, "
+                "e.g. 90s, 30m, 12h, 7d or 2w.",
+                param,
+                ctx,
+            )
+        return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+DURATION = Duration()
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
@@ -101,6 +123,14 @@ def _emit(opts: Options, data: dict[str, Any], human: Callable[[], str]) -> None
     envvar="BACKCHANNEL_PROXY",
     help="SOCKS5 proxy for the relay connection, e.g. socks5h://127.0.0.1:9050 for Tor.",
 )
+@click.option(
+    "--lock-after",
+    type=DURATION,
+    default="10m",
+    show_default=True,
+    envvar="BACKCHANNEL_LOCK_AFTER",
+    help="The app locks its screen after this much idle time (0: never).",
+)
 @click.version_option(package_name="backchannel", prog_name="backchannel")
 @click.pass_context
 def cli(
@@ -109,14 +139,18 @@ def cli(
     as_json: bool,
     passphrase_file: Path | None,
     proxy: str | None,
+    lock_after: int,
 ) -> None:
-    """Backchannel: end-to-end encrypted rooms for confidential dialogue."""
+    """Backchannel: end-to-end encrypted rooms for confidential dialogue.
+
+    With no command, opens the terminal app.
+    """
     ctx.obj = Options(home or default_home(), as_json, passphrase_file, proxy)
     if ctx.invoked_subcommand is None:
-        _run_app(ctx.obj)
+        _run_app(ctx.obj, lock_after)
 
 
-def _run_app(opts: Options) -> None:
+def _run_app(opts: Options, lock_after: int = 600) -> None:
     """``backchannel`` alone: the terminal app on ``--home``, through ``--proxy`` if given.
 
     A passphrase from ``BACKCHANNEL_PASSPHRASE`` or ``--passphrase-file`` is tried first;
@@ -127,7 +161,9 @@ def _run_app(opts: Options) -> None:
     passphrase = os.environ.get("BACKCHANNEL_PASSPHRASE") or None
     if passphrase is None and opts.passphrase_file is not None:
         passphrase = opts.passphrase()
-    make_app(opts.home, proxy=opts.proxy, passphrase=passphrase).run()
+    make_app(
+        opts.home, proxy=opts.proxy, passphrase=passphrase, idle_lock_seconds=float(lock_after)
+    ).run()
 
 
 @cli.command()
@@ -185,28 +221,6 @@ def status(opts: Options) -> None:
 # -- shared machinery for the commands that talk to the relay ---------------------------------
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class Duration(click.ParamType[int]):
-    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` or bare seconds, as a number of seconds."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", str(value).lower())
-        if match is None:
-            self.fail(
-                f"{value!r} is not a duration; use seconds or a number with a unit, "
-                "e.g. 90s, 30m, 12h, 7d or 2w.",
-                param,
-                ctx,
-            )
-        return int(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-DURATION = Duration()
 
 
 @dataclasses.dataclass
@@ -427,6 +441,63 @@ def room_invite(opts: Options, room_name: str, uses: int, expires: int) -> None:
     _emit(opts, {"link": link, "uses": uses, "expires_in": expires}, lambda: link)
 
 
+@room.command("code")
+@click.argument("room_name", metavar="ROOM")
+@click.pass_obj
+def room_code(opts: Options, room_name: str) -> None:
+    """Show ROOM's check code: compare it with the others out of band.
+
+    Everyone who sees the same code sees the same room; a relay showing members
+    different histories cannot make the codes match.
+    """
+
+    async def action(s: Session) -> str:
+        return s.client.room_code(room_name)
+
+    code = _run(_session(opts, action, writes=False))
+    _emit(opts, {"room": room_name, "code": code}, lambda: code)
+
+
+@room.command("settings")
+@click.argument("room_name", metavar="ROOM")
+@click.option("--title", help="A new title.")
+@click.option("--approval", type=click.Choice(["manual", "auto"]), help="How joins are approved.")
+@click.option("--retention", type=DURATION, help="Erase messages this old (0: keep them).")
+@click.pass_obj
+def room_settings(
+    opts: Options,
+    room_name: str,
+    title: str | None,
+    approval: str | None,
+    retention: int | None,
+) -> None:
+    """Change ROOM's title, join approval or retention (facilitators only)."""
+
+    async def action(s: Session) -> RoomSummary:
+        await s.client.update_room(
+            room_name, title=title, approval=approval, retention_seconds=retention
+        )
+        return await s.client.room(room_name)
+
+    summary = _run(_session(opts, action, writes=True))
+    _emit(opts, dataclasses.asdict(summary), lambda: f"{summary.title}: settings saved.")
+
+
+@room.command("role")
+@click.argument("room_name", metavar="ROOM")
+@click.argument("member")
+@click.argument("role", type=click.Choice(["facilitator", "participant", "observer"]))
+@click.pass_obj
+def room_role(opts: Options, room_name: str, member: str, role: str) -> None:
+    """Give MEMBER a ROLE in ROOM (facilitators only)."""
+
+    async def action(s: Session) -> None:
+        await s.client.set_role(room_name, member, role)
+
+    _run(_session(opts, action, writes=True))
+    _emit(opts, {"member": member, "role": role}, lambda: f"{member} is now {role}.")
+
+
 # -- joining ----------------------------------------------------------------------------------
 
 
@@ -551,6 +622,51 @@ def send(opts: Options, room_name: str, text: str, reply_to: str | None) -> None
 
     m = _run(_session(opts, action, writes=True))
     _emit(opts, _message_json(m), lambda: _message_line(m))
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.argument("message")
+@click.argument("text")
+@click.pass_obj
+def edit(opts: Options, room_name: str, message: str, text: str) -> None:
+    """Replace the TEXT of one of your messages in ROOM (everyone sees it was edited)."""
+
+    async def action(s: Session) -> None:
+        await s.client.edit(room_name, message, text)
+
+    _run(_session(opts, action, writes=True))
+    _emit(opts, {"id": message, "edited": True}, lambda: "Edited.")
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.argument("message")
+@click.pass_obj
+def delete(opts: Options, room_name: str, message: str) -> None:
+    """Delete one of your messages in ROOM for everyone."""
+
+    async def action(s: Session) -> None:
+        await s.client.delete(room_name, message)
+
+    _run(_session(opts, action, writes=True))
+    _emit(opts, {"id": message, "deleted": True}, lambda: "Deleted.")
+
+
+@cli.command()
+@click.argument("room_name", metavar="ROOM")
+@click.argument("message")
+@click.argument("emoji")
+@click.option("--remove", is_flag=True, help="Take the reaction back.")
+@click.pass_obj
+def react(opts: Options, room_name: str, message: str, emoji: str, remove: bool) -> None:
+    """React to a MESSAGE in ROOM with an EMOJI."""
+
+    async def action(s: Session) -> None:
+        await s.client.react(room_name, message, emoji, remove=remove)
+
+    _run(_session(opts, action, writes=True))
+    _emit(opts, {"id": message, "emoji": emoji, "removed": remove}, lambda: "Done.")
 
 
 @cli.command("send-file")
@@ -728,6 +844,30 @@ def sync(opts: Options) -> None:
         return "\n".join(lines)
 
     _emit(opts, data, human)
+
+
+@cli.command()
+@click.pass_obj
+def passphrase(opts: Options) -> None:
+    """Change the profile's passphrase (re-encrypts the store under the new one)."""
+    old = opts.passphrase()
+    if not sys.stdin.isatty():
+        new = os.environ.get("BACKCHANNEL_NEW_PASSPHRASE", "")
+        if not new:
+            raise click.ClickException(
+                "No new passphrase: set BACKCHANNEL_NEW_PASSPHRASE, or run this in a terminal."
+            )
+    else:
+        new = click.prompt("New passphrase", hide_input=True, confirmation_prompt=True)
+
+    async def run() -> None:
+        async with await Client.open(opts.home, old) as client:
+            await client.change_passphrase(old, new)
+
+    _run(run())
+    _emit(
+        opts, {"changed": True}, lambda: "The passphrase is changed; use the new one from now on."
+    )
 
 
 def main() -> None:

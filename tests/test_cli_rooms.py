@@ -254,3 +254,41 @@ def test_wrong_passphrase_is_a_clear_error(homes: dict[str, Path]) -> None:
     assert result.exit_code == 1
     assert "Wrong passphrase" in result.output
     assert "Traceback" not in result.output
+
+
+def test_codes_settings_roles_edits_reactions_and_passphrase(
+    homes: dict[str, Path], tmp_path: Path, relay: RelayProcess
+) -> None:
+    fac, chen = homes["Farida"], homes["Chen"]
+    room = new_room(fac, "Side room", "--approval", "auto")
+    ok(chen, "join", invite(fac, room))
+    ok(fac, "sync")  # the facilitator's client approves automatically
+    ok(chen, "sync")
+    assert ok(fac, "room", "code", room)["code"] == ok(chen, "room", "code", room)["code"]
+
+    summary = ok(
+        fac, "room", "settings", room, "--title", "Side room, renamed", "--retention", "1d"
+    )
+    assert summary["title"] == "Side room, renamed" and summary["retention_seconds"] == 86400
+    sent = ok(fac, "send", room, "first draft")
+    ok(fac, "edit", room, sent["id"], "second draft")
+    ok(chen, "sync")
+    ok(chen, "react", room, sent["id"], "👍")
+    ok(fac, "sync")
+    mine = [json.loads(x) for x in bc(fac, "--json", "read", room).stdout.splitlines()]
+    assert [m["text"] for m in mine if m["id"] == sent["id"]] == ["second draft"]
+    assert bc(chen, "edit", room, sent["id"], "not mine").exit_code != 0
+    ok(fac, "delete", room, sent["id"])
+
+    assert ok(fac, "room", "role", room, "Chen", "observer")["role"] == "observer"
+    ok(chen, "sync")
+    denied = bc(chen, "send", room, "may I?")
+    assert denied.exit_code != 0 and "bserver" in denied.output
+
+    profile = tmp_path / "pp"
+    assert bc(profile, "init", "--name", "P", "--relay", relay.url).exit_code == 0
+    env = ENV | {"BACKCHANNEL_NEW_PASSPHRASE": "a brand new passphrase"}
+    assert bc(profile, "passphrase", env=env).exit_code == 0
+    assert bc(profile, "status").exit_code != 0  # the old passphrase no longer opens it
+    new_env = ENV | {"BACKCHANNEL_PASSPHRASE": "a brand new passphrase"}
+    assert bc(profile, "status", env=new_env).exit_code == 0
