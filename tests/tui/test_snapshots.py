@@ -128,7 +128,11 @@ async def _main(pilot: Pilot[Any]) -> MainScreen:
 
 async def _press_in_dialog(pilot: Pilot[Any], button_id: str) -> None:
     """Press a button of the dialog on top (as a click would, without pointer timing)."""
-    pilot.app.screen.query_one(f"#{button_id}", Button).press()
+    button = pilot.app.screen.query_one(f"#{button_id}", Button)
+    # No "active" flash: it lasts active_effect_duration, so a frame taken during it
+    # would depend on how fast the machine is.
+    button.active_effect_duration = 0
+    button.press()
     await settle(pilot)
 
 
