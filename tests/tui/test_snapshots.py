@@ -80,6 +80,13 @@ def no_snapshot_update_in_ci(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(autouse=True)
+def no_button_flash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pressed button's "active" look lasts 0.2 s: a frame taken then would depend on
+    the machine's speed. Buttons of these tests never flash."""
+    monkeypatch.setattr(Button, "_start_active_affect", lambda self: None)
+
+
+@pytest.fixture(autouse=True)
 def frozen() -> Iterator[None]:
     """UTC, and time.time() stopped at Thursday 14 March 2024, 09:30."""
     with frozen_clock():
@@ -128,11 +135,7 @@ async def _main(pilot: Pilot[Any]) -> MainScreen:
 
 async def _press_in_dialog(pilot: Pilot[Any], button_id: str) -> None:
     """Press a button of the dialog on top (as a click would, without pointer timing)."""
-    button = pilot.app.screen.query_one(f"#{button_id}", Button)
-    # No "active" flash: it lasts active_effect_duration, so a frame taken during it
-    # would depend on how fast the machine is.
-    button.active_effect_duration = 0
-    button.press()
+    pilot.app.screen.query_one(f"#{button_id}", Button).press()
     await settle(pilot)
 
 
