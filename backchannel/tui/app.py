@@ -122,6 +122,8 @@ class BackchannelApp(App[None]):
         self.connection_state = "reconnecting"
         """The newest relay connection state."""
         self._initial_passphrase = passphrase
+        #: Warnings raised before the main screen exists, shown once it does.
+        self._early: list[Message] = []
         self._last_activity = time.monotonic()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -184,6 +186,11 @@ class BackchannelApp(App[None]):
             raise
         self._last_activity = time.monotonic()
         await self.switch_screen(MainScreen(client))
+        main = self.main_screen
+        if main is not None:
+            for early in self._early:
+                main.post_message(early)
+            self._early.clear()
 
     @work(exclusive=True, group="client-events", exit_on_error=False, name="Client events")
     async def _pump_events(self) -> None:
@@ -197,7 +204,13 @@ class BackchannelApp(App[None]):
                 self.connection_state = message.state
             main = self.main_screen
             if main is not None:
+                for early in self._early:  # what happened while the profile was opening
+                    main.post_message(early)
+                self._early.clear()
                 main.post_message(message)
+            elif isinstance(message, msg.AlertRaised):
+                # e.g. a damaged room found while starting, before the main screen exists
+                self._early.append(message)
 
     @property
     def main_screen(self) -> Any:

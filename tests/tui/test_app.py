@@ -166,3 +166,22 @@ async def test_first_run_with_an_invite_link_joins_on_the_links_relay(
         assert app.client is not None and app.client.info().relay == relay.url
         request = await wait_event(peer, JoinRequested)
         assert request.request.name == "Joy"
+
+
+async def test_a_warning_raised_while_opening_is_shown_on_the_main_screen(
+    app_home: Path, build_app: Build
+) -> None:
+    """A damaged room found while the profile opens is announced, not silently skipped."""
+    from backchannel.client import Client
+
+    client = await Client.open(app_home, PASSPHRASE)
+    await client.start()
+    room = (await client.create_room("Will be damaged")).id
+    await client.close()
+    client = await Client.open(app_home, PASSPHRASE)
+    await client.store.set_room_state(bytes.fromhex(room), b"not a room")
+    await client.close()
+    app = build_app(app_home, passphrase=PASSPHRASE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_main(pilot)
+        await wait_for(pilot, lambda: any("damaged" in str(n.message) for n in app._notifications))

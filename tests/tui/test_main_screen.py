@@ -199,7 +199,12 @@ async def test_ten_thousand_messages_scroll_with_bounded_lines(
         conv = main.conversation
         conv.focus()
         bound = conv.max_cached_lines + 20  # one block may overshoot before eviction
-        assert conv.messages[-1].text.startswith(f"message {total - 1}")
+        await wait_for(
+            pilot,
+            lambda: (
+                bool(conv.messages) and conv.messages[-1].text.startswith(f"message {total - 1}")
+            ),
+        )
         for _ in range(200):
             conv.scroll_to(y=0, animate=False, immediate=True)
             await wait_for_workers(pilot)

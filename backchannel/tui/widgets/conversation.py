@@ -265,7 +265,16 @@ class Conversation(ScrollView, can_focus=True):
         if i is None:
             return
         self._messages[i] = message
-        self._relayout()
+        # Only this block and the replies quoting it can change: re-measure those (not
+        # all loaded messages), then move the offsets after them.
+        changed = [i] + [
+            j for j, m in enumerate(self._messages) if m.reply_to == message.id and j != i
+        ]
+        for j in changed:
+            self._evict(self._messages[j].id)
+            self._heights[j] = len(self._block(j))
+        self._rebuild_offsets()
+        self._update_virtual_size()
 
     # -- layout ----------------------------------------------------------------------------------
 
