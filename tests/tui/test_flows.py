@@ -99,6 +99,7 @@ async def test_a_facilitator_runs_a_room_from_the_app(
         await wait_for(pilot, lambda: any("hello from Ben" in t for t in _texts(main)))
         main.composer.text = "hello Ben"
         main.composer.focus()
+        await wait_for(pilot, lambda: main.composer.has_focus)  # focus lands on the next tick
         await pilot.press("enter")
 
         async def ben_has(text: str) -> bool:
@@ -112,12 +113,14 @@ async def test_a_facilitator_runs_a_room_from_the_app(
         ben_message = next(m for m in conv.messages if m.text == "hello from Ben")
         conv.select(ben_message.id)
         conv.focus()
+        await wait_for(pilot, lambda: conv.has_focus)  # focus lands on the next tick
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, MessageActionsDialog))
         await _click(pilot, app, "#reply")
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         main.composer.text = "answering you"
         main.composer.focus()
+        await wait_for(pilot, lambda: main.composer.has_focus)  # focus lands on the next tick
         await pilot.press("enter")
         await _until(pilot, lambda: ben_has("answering you"))
         replied = (await _peer_texts(peer, room))["answering you"]
@@ -127,6 +130,7 @@ async def test_a_facilitator_runs_a_room_from_the_app(
         mine = next(m for m in conv.messages if m.text == "hello Ben")
         conv.select(mine.id)
         conv.focus()
+        await wait_for(pilot, lambda: conv.has_focus)  # focus lands on the next tick
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, MessageActionsDialog))
         await _click(pilot, app, "#edit")
@@ -137,6 +141,7 @@ async def test_a_facilitator_runs_a_room_from_the_app(
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         conv.select(mine.id)
         conv.focus()
+        await wait_for(pilot, lambda: conv.has_focus)  # focus lands on the next tick
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, MessageActionsDialog))
         await _click(pilot, app, "#delete")
@@ -188,6 +193,7 @@ async def test_a_facilitator_runs_a_room_from_the_app(
         field = app.screen.query_one("#lock-passphrase", Input)
         field.value = PASSPHRASE
         field.focus()
+        await wait_for(pilot, lambda: field.has_focus)  # focus lands on the next tick
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
 
