@@ -114,6 +114,7 @@ class _Source:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sent: dict[bytes, tuple[bytes, bytes]] = {}
+        self._messages: dict[bytes, tuple[bytes, bytes]] = {}
 
     async def pending(self) -> Sequence[OutboxItem]:
         entries = await self._engine.store.pending(limit=1000)
@@ -124,6 +125,8 @@ class _Source:
             if blob is None:
                 continue  # its room moved: it is retargeted when the move is read
             self._sent[e.idempotency_key] = (e.mailbox_id, blob)
+            if e.room_id is not None and e.message_id is not None:
+                self._messages[e.idempotency_key] = (e.room_id, e.message_id)
             items.append(
                 OutboxItem(e.idempotency_key, e.mailbox_id, blob, ttl=self._engine.ttl_for(e))
             )
@@ -134,6 +137,9 @@ class _Source:
         sent = self._sent.pop(key, None)
         if sent is not None:
             self._engine.expect_echo(sent[0], seq, sent[1])
+        shown = self._messages.pop(key, None)
+        if shown is not None:  # the UI's "sending…" becomes delivered
+            self._engine.message_delivered(*shown)
 
 
 class Engine(InviteFlows, RoomActions):
@@ -462,6 +468,10 @@ class Engine(InviteFlows, RoomActions):
         for seq in skipped:
             del live.expected[seq]
             self._warn(live, fx, "withheld", seq, WITHHELD_TEXT)
+
+    def message_delivered(self, room_id: bytes, message_id: bytes) -> None:
+        """The relay acknowledged one of this member's messages: tell the UI."""
+        self._emit(MessageChanged(hex_id(room_id), hex_id(message_id)))
 
     def wire_blob(self, entry: OutboxEntry) -> bytes | None:
         """What a queued post sends: room messages are sealed for their room's mailbox.

@@ -96,6 +96,8 @@ async def test_typing_and_enter_sends(
             return wanted in await _history(peer, room)
 
         await eventually(arrived, timeout=30)
+        # once the relay acknowledged it, the sender's view stops saying "sending…"
+        await wait_for(pilot, lambda: not any("sending" in t for t in _lines(main.conversation)))
 
 
 async def test_offline_queues_and_reconnect_delivers(
