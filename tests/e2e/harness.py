@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -97,9 +97,3 @@ async def wait_event(person: Person, kind: type[E], timeout: float = 20.0) -> E:
 
     await eventually(check, timeout)
     return found[0]
-
-
-async def started(people: list[Person]) -> AsyncIterator[None]:  # pragma: no cover - helper
-    for p in people:
-        await p.start(create=True)
-    yield

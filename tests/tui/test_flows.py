@@ -106,6 +106,8 @@ async def test_a_facilitator_runs_a_room_from_the_app(
             return text in await _peer_texts(peer, room)
 
         await wait_for_workers(pilot)
+        # first on Ada's own screen (the Enter was taken), then at Ben's (it was delivered)
+        await wait_for(pilot, lambda: any("hello Ben" in t for t in _texts(main)))
         await _until(pilot, lambda: ben_has("hello Ben"))
 
         # reply to Ben's message through the message actions

@@ -434,15 +434,8 @@ class MainScreen(Screen[None]):
     # -- dialogs ----------------------------------------------------------------------------------------
 
     def _open(self, module: str, name: str, *args: Any, callback: Any = None) -> None:
-        """Push ``dialogs.<module>.<name>(*args)``; say so if that dialog is not there."""
-        try:
-            dialogs = importlib.import_module(f"backchannel.tui.dialogs.{module}")
-            dialog = getattr(dialogs, name)
-        except (ImportError, AttributeError):
-            self.app.notify(
-                f"This version has no {name} yet.", title="Not available", severity="warning"
-            )
-            return
+        """Push ``dialogs.<module>.<name>(*args)`` (imported on first use, like every dialog)."""
+        dialog = getattr(importlib.import_module(f"backchannel.tui.dialogs.{module}"), name)
         self.app.push_screen(dialog(*args), callback)
 
     def action_create_room(self) -> None:
