@@ -365,7 +365,7 @@ class Client:
 
     async def mark_read(self, room: str) -> None:
         """Everything in ``room`` up to now counts as read (its unread count drops to 0)."""
-        await self.engine.mark_read(self.engine.resolve_room(room))
+        await self.engine.complete(self.engine.mark_read(self.engine.resolve_room(room)))
 
     async def create_room(
         self, title: str, *, approval: str = "manual", retention_seconds: int = 0
@@ -377,18 +377,22 @@ class Client:
             approval: ``manual`` (a facilitator decides each request) or ``auto``.
             retention_seconds: erase messages this old everywhere (0 keeps them).
         """
-        return await self.engine.create_room(title, approval, retention_seconds)
+        return await self.engine.complete(
+            self.engine.create_room(title, approval, retention_seconds)
+        )
 
     async def invite(self, room: str, *, uses: int = 1, expires_in: int = 7 * 86400) -> str:
         """A new invite link for ``room`` (facilitators only)."""
-        return await self.engine.invite(self.engine.resolve_room(room), uses, expires_in)
+        return await self.engine.complete(
+            self.engine.invite(self.engine.resolve_room(room), uses, expires_in)
+        )
 
     async def join(self, link: str) -> str:
         """Ask to join the room of an invite link; returns the request id.
 
         The answer arrives as a :class:`~.views.JoinAnswered` event (see :meth:`wait_join`).
         """
-        return await self.engine.join(link)
+        return await self.engine.complete(self.engine.join(link))
 
     async def wait_join(self, request_id: str, timeout: float) -> JoinAnswered | None:
         """Wait up to ``timeout`` seconds for the answer to a join request (None: no answer yet)."""
@@ -404,31 +408,37 @@ class Client:
 
     async def approve(self, room: str, request: str) -> None:
         """Add the requester: commits the Add and sends the Welcome to their inbox."""
-        await self.engine.approve(self.engine.resolve_room(room), request)
+        await self.engine.complete(self.engine.approve(self.engine.resolve_room(room), request))
 
     async def deny(self, room: str, request: str) -> None:
         """Turn a join request away; the requester is told."""
-        await self.engine.deny(self.engine.resolve_room(room), request)
+        await self.engine.complete(self.engine.deny(self.engine.resolve_room(room), request))
 
     async def send(self, room: str, text: str, *, reply_to: str | None = None) -> MessageView:
         """Send a text (optionally a reply); it is queued while offline."""
-        return await self.engine.send_text(self.engine.resolve_room(room), text, reply_to)
+        return await self.engine.complete(
+            self.engine.send_text(self.engine.resolve_room(room), text, reply_to)
+        )
 
     async def edit(self, room: str, message: str, text: str) -> None:
         """Replace the text of one of this member's messages."""
-        await self.engine.edit(self.engine.resolve_room(room), message, text)
+        await self.engine.complete(self.engine.edit(self.engine.resolve_room(room), message, text))
 
     async def delete(self, room: str, message: str) -> None:
         """Delete one of this member's messages for everyone."""
-        await self.engine.delete(self.engine.resolve_room(room), message)
+        await self.engine.complete(self.engine.delete(self.engine.resolve_room(room), message))
 
     async def react(self, room: str, message: str, emoji: str, *, remove: bool = False) -> None:
         """React to a message with an emoji (or take the reaction back with ``remove``)."""
-        await self.engine.react(self.engine.resolve_room(room), message, emoji, remove)
+        await self.engine.complete(
+            self.engine.react(self.engine.resolve_room(room), message, emoji, remove)
+        )
 
     async def send_file(self, room: str, path: Path) -> MessageView:
         """Send a file (chunked, integrity-checked, up to the configured size)."""
-        return await self.engine.send_file(self.engine.resolve_room(room), path)
+        return await self.engine.complete(
+            self.engine.send_file(self.engine.resolve_room(room), path)
+        )
 
     async def save_file(self, room: str, message: str, destination: Path) -> Path:
         """Write a received file to ``destination`` (a directory or a file path)."""
@@ -454,7 +464,7 @@ class Client:
 
     async def remove(self, room: str, member: str) -> None:
         """Remove a member (facilitators only); the room moves to a mailbox they cannot reach."""
-        await self.engine.remove(self.engine.resolve_room(room), member)
+        await self.engine.complete(self.engine.remove(self.engine.resolve_room(room), member))
 
     async def update_room(
         self,
@@ -468,17 +478,21 @@ class Client:
 
         Facilitators only; every member's client checks the change against the rules.
         """
-        await self.engine.update_room(
-            self.engine.resolve_room(room), title, approval, retention_seconds
+        await self.engine.complete(
+            self.engine.update_room(
+                self.engine.resolve_room(room), title, approval, retention_seconds
+            )
         )
 
     async def set_role(self, room: str, member: str, role: str) -> None:
         """Make a member a ``facilitator``, ``participant`` or ``observer`` (facilitators only)."""
-        await self.engine.set_role(self.engine.resolve_room(room), member, role)
+        await self.engine.complete(
+            self.engine.set_role(self.engine.resolve_room(room), member, role)
+        )
 
     async def leave(self, room: str) -> None:
         """Leave a room: a facilitator's client commits the departure."""
-        await self.engine.leave(self.engine.resolve_room(room))
+        await self.engine.complete(self.engine.leave(self.engine.resolve_room(room)))
 
     def room_code(self, room: str) -> str:
         """The room's check code for this epoch (5 groups of 5 digits).
@@ -494,11 +508,13 @@ class Client:
 
     async def verify(self, room: str, member: str) -> MemberView:
         """Record that the safety number was compared and matched."""
-        return await self.engine.verify(self.engine.resolve_room(room), member)
+        return await self.engine.complete(
+            self.engine.verify(self.engine.resolve_room(room), member)
+        )
 
     async def self_update(self, room: str) -> None:
         """Commit a fresh key path now (normally done on a schedule)."""
-        await self.engine.self_update(self.engine.resolve_room(room))
+        await self.engine.complete(self.engine.self_update(self.engine.resolve_room(room)))
 
     async def sync(self, timeout: float = 15.0) -> None:
         """Wait until every followed mailbox is read to its head and the outbox is sent.

@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -91,6 +91,7 @@ from .watching import FORK_TEXT, Watching
 __all__ = ["Engine"]
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class _Source:
@@ -156,6 +157,8 @@ class Engine(InviteFlows, RoomActions, Watching):
         self._routes: dict[bytes, tuple[str, bytes]] = {}
         self._outbox = OutboxSender(connection, _Source(self), on_rejected=self._on_rejected)
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: User operations in flight (see ``complete``); cancelled only by ``close``.
+        self._operations: set[asyncio.Task[Any]] = set()
         self._pump: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._join_answers: dict[bytes, asyncio.Future[JoinAnswered]] = {}
@@ -208,12 +211,39 @@ class Engine(InviteFlows, RoomActions, Watching):
     async def close(self) -> None:
         """Stop every background task (state is already saved)."""
         self._closed = True
-        tasks = [t for t in (self._pump, self._housekeeping, *self._tasks) if t is not None]
+        tasks = [
+            t
+            for t in (self._pump, self._housekeeping, *self._tasks, *self._operations)
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._outbox.close()
+
+    async def complete(self, operation: Coroutine[Any, Any, T]) -> T:
+        """Run a user operation to its end even if the caller stops waiting for it.
+
+        A UI cancels its workers freely (a dialog closes, a newer request replaces an
+        older one). An operation cut off halfway would leave a commit won but its
+        follow-ups undone, or a message enqueued for sending while the room in memory
+        went back to before it (its next message would then reuse a key generation the
+        others have already consumed). So the caller's cancellation only stops the
+        waiting; ``close`` is what stops the work.
+        """
+        if self._closed:
+            operation.close()
+            raise BackchannelError("The client is closed.")
+        task = asyncio.ensure_future(operation)
+        self._operations.add(task)
+        task.add_done_callback(self._operation_done)
+        return await asyncio.shield(task)
+
+    def _operation_done(self, task: asyncio.Task[Any]) -> None:
+        self._operations.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller may have stopped waiting for it
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -338,9 +368,10 @@ class Engine(InviteFlows, RoomActions, Watching):
                             # has since been removed would post that here.
                             raise RoomError("a message from before the room moved here")
                         events = live.room.receive(data, now=int(now))
-                    except RoomError:
+                    except RoomError as exc:
                         # Echoes of own commits land here (the epoch moved on), and so does
                         # anything forged, replayed or garbled: the state is unchanged.
+                        _log.debug("room entry %d not applied: %s", entry.seq, exc)
                         events = []
                     self._effects(live, events, now, fx)
                     self._check_echo(live, fx, entry)

@@ -11,7 +11,7 @@ from backchannel.errors import BackchannelError
 from backchannel.views import JoinRequested, RemovedFromRoom
 from tests.relayproc import RelayProcess
 
-from .harness import Person, eventually, wait_event
+from .harness import Person, eventually, false_alarms, wait_event
 
 
 async def _texts(p: Person, room: str) -> list[str]:
@@ -171,4 +171,44 @@ async def test_observers_read_but_cannot_post_and_updates_run_on_schedule(
         assert len(auth) == 1
     finally:
         for p in (fac, obs):
+            await p.stop()
+
+
+async def test_a_caller_that_stops_waiting_garbles_nothing(
+    tmp_path: Path, relay_proc: RelayProcess
+) -> None:
+    """A UI cancels its workers freely; a send or commit cut off mid-way must still
+    leave memory and disk agreeing, or the next message reuses a key generation the
+    others already consumed and is silently lost (found in the TUI flow test)."""
+    fac = Person("Farida", tmp_path / "fac", relay_proc.url)
+    ben = Person("Ben", tmp_path / "ben", relay_proc.url)
+    for p in (fac, ben):
+        await p.start(create=True)
+    try:
+        room = (await fac.c.create_room("Interrupted")).id
+        rid = await ben.c.join(await fac.c.invite(room))
+        request = await wait_event(fac, JoinRequested)
+        # The approval itself is cut off: its commit and follow-ups must still happen.
+        approving = asyncio.create_task(fac.c.approve(room, request.request.id))
+        await asyncio.sleep(0)
+        approving.cancel()
+        assert (await ben.c.wait_join(rid, 30)) is not None
+        for k in range(16):
+            sending = asyncio.create_task(fac.c.send(room, f"cut off {k}"))
+            for _ in range(k):
+                await asyncio.sleep(0)
+            sending.cancel()
+            await fac.c.send(room, f"after {k}")
+        # A send cancelled before it started is simply not sent; any that started is
+        # sent whole. Either way both sides end with the same messages, none lost.
+        kept = await _texts(fac, room)
+        assert {f"after {k}" for k in range(16)} <= set(kept)
+        assert {f"cut off {k}" for k in range(1, 16)} <= set(kept)  # these had started
+        assert len(kept) == len(set(kept))
+        await eventually(lambda: _has(ben, room, set(kept)), timeout=60)
+        await ben.c.sync()
+        assert sorted(await _texts(ben, room)) == sorted(kept)
+        assert false_alarms(ben) == [] and false_alarms(fac) == []
+    finally:
+        for p in (fac, ben):
             await p.stop()
