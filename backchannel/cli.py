@@ -162,7 +162,11 @@ def _run_app(opts: Options, lock_after: int = 600) -> None:
     if passphrase is None and opts.passphrase_file is not None:
         passphrase = opts.passphrase()
     make_app(
-        opts.home, proxy=opts.proxy, passphrase=passphrase, idle_lock_seconds=float(lock_after)
+        opts.home,
+        proxy=opts.proxy,
+        passphrase=passphrase,
+        idle_lock_seconds=float(lock_after),
+        tune_gc=True,
     ).run()
 
 

@@ -24,15 +24,20 @@ the process's own):
 3. **First paint, real process.** ``backchannel --home H`` in a pseudo-terminal of
    120x40 (``BACKCHANNEL_PASSPHRASE`` set). Timed from spawn until the marker word
    appears in its output, imports included. Then ctrl+q. Median of ``--repeats``.
-4. **Scrolling.** In the in-process app with the room shown and the conversation
-   focused, ``pageup`` is pressed (Textual's pilot, animations off) until the oldest
+4. **Scrolling.** In the in-process app (built with ``tune_gc=True`` as the CLI
+   builds it) with the room shown, the conversation focused and the start-up heap
+   settled (``heap.py``, 1 s after the main screen), ``pageup`` is pressed
+   (Textual's pilot, animations off) until the oldest
    message is on screen, so the view passes every one of the messages and loads
    every page. Each repaint of the main screen during the scroll is a frame (as in 2).
    Figures: p50/p99/max frame time, and per key press the time until the app is idle
-   again (the frame, plus any page loaded from the store and laid out). Page loads
-   run synchronous layout code on the event loop (``Conversation._prepend``), and
-   that is timed too. Finally ``Conversation.replace`` (what an edit, reaction or
-   delete arriving for a loaded message runs) is timed with a full window.
+   again (the frame, plus any page loaded from the store and laid out). A page load
+   measures the page in slices of a few milliseconds, then inserts it
+   (``Conversation._prepend``, timed). The lateness of a 1 ms sleep looping beside
+   the scroll shows the longest the event loop was held by anything (frames, page
+   loads, drawing ahead while idle, garbage collection): what a key press would
+   wait. Finally ``Conversation.replace`` (what an edit, reaction or delete arriving
+   for a loaded message runs) is timed with a full window.
 5. **Memory.** Peak RSS (``ru_maxrss``) of the process in 2 and 4, and the
    ``tracemalloc`` peak in a separate run of the same work (tracemalloc slows
    everything, so no times are taken from that run). It starts after the imports, so
@@ -267,9 +272,9 @@ async def run_app(home: Path, scroll: bool, trace: bool, max_steps: int) -> dict
         orig_reset(self, *args, **kwargs)
         marks.setdefault("reset", time.perf_counter())
 
-    def prepend(self: Conversation, page: Any) -> None:
+    def prepend(self: Conversation, page: Any, *args: Any) -> None:
         t = time.perf_counter()
-        orig_prepend(self, page)
+        orig_prepend(self, page, *args)
         prepend_s.append(time.perf_counter() - t)
 
     Screen._on_timer_update = on_timer_update  # type: ignore[method-assign]
@@ -283,7 +288,13 @@ async def run_app(home: Path, scroll: bool, trace: bool, max_steps: int) -> dict
         tracemalloc.start()
     out: dict[str, Any] = {"import_ms": round(import_ms, 1)}
     t0, cpu0 = time.perf_counter(), time.process_time()
-    app = make_app(home, passphrase=PASSPHRASE, client_factory=TimedFactory, idle_lock_seconds=0)
+    app = make_app(
+        home,
+        passphrase=PASSPHRASE,
+        client_factory=TimedFactory,
+        idle_lock_seconds=0,
+        tune_gc=True,  # as the real app (the CLI) runs it
+    )
     app.animation_level = "none"
 
     def display(screen: Any, renderable: Any) -> None:
@@ -323,8 +334,27 @@ async def run_app(home: Path, scroll: bool, trace: bool, max_steps: int) -> dict
             conv = main.conversation
             conv.focus()
             await _wait_workers(pilot)
+            # Scroll as someone would a moment after the screen appeared: once the
+            # start-up heap is settled (1 s in) and the footer has redrawn for the focus.
+            assert app.heap is not None
+            for _ in range(200):
+                if app.heap.settled:
+                    break
+                await asyncio.sleep(0.05)
+            await pilot.pause(0.2)
             prepend_s.clear()
             state["record"] = True
+            lags: list[float] = []
+
+            async def watch_loop() -> None:
+                # How late a 1 ms sleep wakes: the longest the event loop was held by
+                # anything (a frame, a page load, a store answer), as a key would wait.
+                while True:
+                    t = time.perf_counter()
+                    await asyncio.sleep(0.001)
+                    lags.append(time.perf_counter() - t - 0.001)
+
+            watcher = asyncio.create_task(watch_loop())
             steps: list[float] = []
             t_scroll = time.perf_counter()
             driver = app._driver
@@ -350,6 +380,7 @@ async def run_app(home: Path, scroll: bool, trace: bool, max_steps: int) -> dict
                     break
             scroll_s = time.perf_counter() - t_scroll
             state["record"] = False
+            watcher.cancel()
             oldest = conv.messages[0].text if conv.messages else ""
             out["scroll"] = {
                 "key_presses": len(steps),
@@ -371,6 +402,11 @@ async def run_app(home: Path, scroll: bool, trace: bool, max_steps: int) -> dict
                     "p50": _pct(steps, 0.5) * 1000,
                     "p99": _pct(steps, 0.99) * 1000,
                     "max": max(steps, default=0) * 1000,
+                },
+                "loop_lag_ms": {
+                    "p50": _pct(lags, 0.5) * 1000,
+                    "p99": _pct(lags, 0.99) * 1000,
+                    "max": max(lags, default=0) * 1000,
                 },
                 "page_loads": len(prepend_s),
                 "prepend_ms": {
@@ -762,8 +798,13 @@ def report(s: dict[str, Any]) -> None:
     )
     print(
         f"    key press to idle p50 {st['p50']:.1f} ms, p99 {st['p99']:.1f} ms, "
-        f"max {st['max']:.1f} ms; Conversation._prepend per page p50 "
+        f"max {st['max']:.1f} ms; inserting a measured page (Conversation._prepend) p50 "
         f"{sc['prepend_ms']['p50']:.1f} ms, max {sc['prepend_ms']['max']:.1f} ms"
+    )
+    lag = sc["loop_lag_ms"]
+    print(
+        f"    event loop held (lateness of a 1 ms sleep) p50 {lag['p50']:.2f} ms, "
+        f"p99 {lag['p99']:.2f} ms, max {lag['max']:.2f} ms"
     )
     print(
         f"    Conversation.replace (an edit/reaction arriving) with {a['replace_window']} "

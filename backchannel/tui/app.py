@@ -35,8 +35,12 @@ from ..views import (
 )
 from . import messages as msg
 from .commands import BackchannelCommands
+from .heap import HeapKeeper
 
 __all__ = ["BackchannelApp", "ClientFactory", "make_app", "to_message"]
+
+#: Seconds after the main screen appears (its first page shown by then) to settle the heap.
+SETTLE_HEAP_AFTER = 1.0
 
 
 class ClientFactory(Protocol):
@@ -106,8 +110,11 @@ class BackchannelApp(App[None]):
         client_factory: ClientFactory = Client,
         passphrase: str | None = None,
         idle_lock_seconds: float = 600.0,
+        tune_gc: bool = False,
     ) -> None:
         super().__init__()
+        self.heap = HeapKeeper() if tune_gc else None
+        """Garbage collection kept for idle moments (``tune_gc``), or None."""
         self.home = home
         """The profile directory."""
         self.proxy = proxy
@@ -186,6 +193,8 @@ class BackchannelApp(App[None]):
             raise
         self._last_activity = time.monotonic()
         await self.switch_screen(MainScreen(client))
+        if self.heap is not None:
+            self.set_timer(SETTLE_HEAP_AFTER, self.heap.settle, name="settle heap")
         main = self.main_screen
         if main is not None:
             for early in self._early:
@@ -253,6 +262,8 @@ class BackchannelApp(App[None]):
         return super().on_event(event)
 
     def _check_idle(self) -> None:
+        if self.heap is not None:
+            self.heap.tick(time.monotonic() - self._last_activity)
         if self.idle_lock_seconds <= 0 or self.locked or self.client is None:
             return
         if time.monotonic() - self._last_activity >= self.idle_lock_seconds:
@@ -292,6 +303,7 @@ def make_app(
     passphrase: str | None = None,
     client_factory: ClientFactory = Client,
     idle_lock_seconds: float = 600.0,
+    tune_gc: bool = False,
 ) -> BackchannelApp:
     """Build the app as the CLI and the tests both do.
 
@@ -302,6 +314,8 @@ def make_app(
             environment); the unlock screen shows if it is missing or wrong.
         client_factory: makes the client (``Client`` itself outside tests).
         idle_lock_seconds: lock after this long without input (0: never).
+        tune_gc: keep full garbage collections for idle moments (see ``heap.py``);
+            the real app sets it, tests leave it off (it is process-wide).
     """
     return BackchannelApp(
         home,
@@ -309,4 +323,5 @@ def make_app(
         client_factory=client_factory,
         passphrase=passphrase,
         idle_lock_seconds=idle_lock_seconds,
+        tune_gc=tune_gc,
     )
