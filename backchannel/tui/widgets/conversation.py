@@ -9,12 +9,10 @@ the window and drops the newest messages once the window is full; scrolling back
 down reloads them. Each dropped run of newer messages is remembered only as the id
 it was loaded before and its size, so memory stays flat however far one scrolls.
 
-Each message is a *block* of lines (day separator, "new messages" line, header,
-reply quote, wrapped body, file, reactions). Block heights are known for the
-window; the lines themselves (:class:`~textual.strip.Strip`) are kept in a small
-LRU cache and rebuilt when needed, so only what is on screen is ever rendered.
-All peer text passes through :mod:`.safe_text` and becomes :class:`~rich.text.Text`,
-never markup.
+Each message is a *block* of lines (:mod:`.message_blocks` describes, draws and
+counts them). Block heights are known for the window; the lines themselves
+(:class:`~textual.strip.Strip`) are kept in a small LRU cache, drawn ahead while
+idle and rebuilt when needed, so only what is on or near the screen is rendered.
 """
 
 from __future__ import annotations
@@ -27,10 +25,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from rich._wrap import divide_line  # what Text.wrap itself uses to find line breaks
-from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Region, Size
@@ -40,41 +35,19 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from ...views import MemberView, MessageView
-from .safe_text import clean, clean_lines
+from . import message_blocks as blocks
+from .message_blocks import Piece
 
 __all__ = ["Conversation", "HistoryLoader"]
 
 #: ``loader(before, limit)``: a page of messages older than ``before`` (None: the newest).
 HistoryLoader = Callable[[str | None, int], Awaitable[list[MessageView]]]
 
-INDENT = 2
 #: Longest stretch of layout work between two turns of the event loop.
 SLICE_SECONDS = 0.003
 #: Screens above and below the view whose lines are drawn ahead while idle.
 WARM_SCREENS = 2
 _log = logging.getLogger(__name__)
-
-
-def human_size(n: int) -> str:
-    """``1.2 MB``-style size for file attachments."""
-    size = float(n)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} bytes"  # pragma: no cover
-
-
-def _day(t: float) -> tuple[int, int, int]:
-    return time.localtime(t)[:3]
-
-
-def _line_count(text: Text, width: int) -> int:
-    """How many lines ``text.wrap(console, width)`` makes (folding overlong words)."""
-    plain = text.plain
-    if text.no_wrap:
-        return plain.count("\n") + 1
-    return sum(len(divide_line(line, width, fold=True)) + 1 for line in plain.split("\n"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,29 +103,23 @@ class Conversation(ScrollView, can_focus=True):
     Conversation:focus > .conversation--selected { background: $primary 30%; }
     """
 
-    class Selected(Message):
+    class _About(Message):
+        """A message of this conversation is concerned (``message``)."""
+
+        def __init__(self, conversation: Conversation, message: MessageView) -> None:
+            super().__init__()
+            self.conversation = conversation
+            self.message = message
+
+        @property
+        def control(self) -> Conversation:
+            return self.conversation
+
+    class Selected(_About):
         """A message was selected (keyboard cursor or click)."""
 
-        def __init__(self, conversation: Conversation, message: MessageView) -> None:
-            super().__init__()
-            self.conversation = conversation
-            self.message = message
-
-        @property
-        def control(self) -> Conversation:
-            return self.conversation
-
-    class ActionsRequested(Message):
+    class ActionsRequested(_About):
         """The person asked for the actions of a message (enter, or a click on the selected)."""
-
-        def __init__(self, conversation: Conversation, message: MessageView) -> None:
-            super().__init__()
-            self.conversation = conversation
-            self.message = message
-
-        @property
-        def control(self) -> Conversation:
-            return self.conversation
 
     def __init__(
         self,
@@ -425,88 +392,23 @@ class Conversation(ScrollView, can_focus=True):
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"conversation--{name}", partial=True)
 
-    def _pieces(
-        self, m: MessageView, previous: MessageView | None, width: int
-    ) -> list[tuple[Text, int]]:
-        """Message ``m`` (after ``previous``) as texts to wrap at ``width``, with indents.
-
-        The one description of a block's lines: :meth:`_render_block` draws it and
-        :meth:`_measure` counts it, so the two cannot disagree.
-        """
-        out: list[tuple[Text, int]] = []
-
-        def centred(label: str, style: Style) -> None:
-            text = f" {label} "
-            side = max((width - len(text)) // 2, 1)
-            # Styles go on spans: Text.render drops a Text's own base style.
-            line = Text(end="", no_wrap=True)
-            line.append("─" * side + text + "─" * side, style)
-            out.append((line, 0))
-
-        if previous is None or _day(previous.time) != _day(m.time):
-            centred(time.strftime("%A %d %B %Y", time.localtime(m.time)), self._style("separator"))
-        if m.id == self._new_marker:
-            centred("new messages", self._style("new"))
-
-        header = Text(end="")
-        header.append(time.strftime("%H:%M", time.localtime(m.time)), self._style("time"))
-        header.append("  ")
-        header.append(clean(m.sender_name), self._style("me" if m.outgoing else "name"))
-        member = self._members.get(m.sender)
-        if member is not None and member.key_changed:
-            header.append(" ⚠ key changed: compare safety numbers", self._style("warning"))
-        elif member is not None and member.verified and not member.me:
-            header.append(" ✓", self._style("verified"))
-        if m.outgoing and not m.delivered:
-            header.append("  sending…", self._style("meta"))
-        out.append((header, 0))
-
-        if m.reply_to is not None:
-            quoted = self.find(m.reply_to)
-            if quoted is None:
-                quote = "↳ in reply to an earlier message"
-            elif quoted.deleted:
-                quote = f"↳ {clean(quoted.sender_name)}: (deleted)"
-            else:
-                first = clean_lines(quoted.text or (quoted.file.name if quoted.file else ""))[0]
-                quote = f"↳ {clean(quoted.sender_name)}: {first}"
-            text = Text(end="", no_wrap=True, overflow="ellipsis")
-            text.append(quote, self._style("quote"))
-            text.truncate(width - INDENT, overflow="ellipsis")
-            out.append((text, INDENT))
-
-        body = Text(end="")
-        if m.deleted:
-            body.append("(message deleted)", self._style("meta"))
-        elif m.file is not None:
-            state = "complete" if m.file.complete else "still arriving"
-            body.append(f"📎 {clean(m.file.name)}  ")
-            body.append(f"({human_size(m.file.size)}, {state})", self._style("meta"))
-        else:
-            if m.kind != "text":
-                body.append("* ", self._style("meta"))
-            body.append("\n".join(clean_lines(m.text)))
-            if m.edited:
-                body.append(" (edited)", self._style("meta"))
-        out.append((body, INDENT))
-
-        if m.reactions and not m.deleted:
-            line = Text(end="")
-            for r in m.reactions:
-                line.append(f"{clean(r.emoji)} {r.count}", self._style("me" if r.mine else "meta"))
-                line.append("  ")
-            out.append((line, INDENT))
-        return out
+    def _pieces(self, m: MessageView, previous: MessageView | None, width: int) -> list[Piece]:
+        return blocks.pieces(
+            m,
+            previous,
+            width,
+            style=self._style,
+            member=self._members.get(m.sender),
+            quoted=self.find(m.reply_to) if m.reply_to is not None else None,
+            new_marker=self._new_marker,
+        )
 
     def _render_block(self, i: int) -> list[Strip]:
         width = self._width or self._content_width()
-        console = self.app.console
-        out: list[Strip] = []
         previous = self._messages[i - 1] if i else None
-        for text, indent in self._pieces(self._messages[i], previous, width):
-            out.extend(self._wrap(text, width, indent, console))
-        out.append(Strip.blank(0))  # the gap between messages
-        return out
+        return blocks.draw(
+            self._pieces(self._messages[i], previous, width), width, self.app.console
+        )
 
     def _measure(self, i: int) -> int:
         """How many lines :meth:`_render_block` draws for message ``i``, without drawing.
@@ -519,8 +421,7 @@ class Conversation(ScrollView, can_focus=True):
 
     def _measure_message(self, m: MessageView, previous: MessageView | None) -> int:
         width = self._width or self._content_width()
-        pieces = self._pieces(m, previous, width)
-        return 1 + sum(_line_count(text, max(width - indent, 4)) for text, indent in pieces)
+        return blocks.count(self._pieces(m, previous, width), width)
 
     async def _measure_page(self, page: list[MessageView]) -> list[int] | None:
         """Heights of a page about to go before the window, yielding to the event loop
@@ -568,15 +469,6 @@ class Conversation(ScrollView, can_focus=True):
                 if time.perf_counter() > deadline:
                     self._warm_later()
                     return
-
-    @staticmethod
-    def _wrap(text: Text, width: int, indent: int, console: object) -> list[Strip]:
-        lines = text.wrap(console, max(width - indent, 4))  # type: ignore[arg-type]
-        pad = [Segment(" " * indent)] if indent else []
-        return [
-            Strip([*pad, *line.render(console, end="")])  # type: ignore[arg-type]
-            for line in lines
-        ] or [Strip.blank(0)]
 
     # -- selection -------------------------------------------------------------------------------
 
