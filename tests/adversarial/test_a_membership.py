@@ -17,7 +17,7 @@ import time
 import msgpack
 import pytest
 
-from backchannel.engine import core as engine_core
+from backchannel.engine import commits as engine_commits
 from backchannel.errors import BackchannelError
 from backchannel.mls.group import Group
 from backchannel.rooms.content import Text, new_message_id
@@ -194,8 +194,8 @@ async def test_A04_participant_commits_are_rejected_by_every_client(net: Net) ->
 async def test_A04_participant_commit_through_the_relay_does_not_freeze_the_room(
     net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_core, "CATCH_UP_SECONDS", 1.0)
-    monkeypatch.setattr(engine_core, "COMMIT_ATTEMPTS", 3)
+    monkeypatch.setattr(engine_commits, "CATCH_UP_SECONDS", 1.0)
+    monkeypatch.setattr(engine_commits, "COMMIT_ATTEMPTS", 3)
     fac, ben = await net.party("Farida"), await net.party("Ben")
     room = await net.room(fac, "Frozen", ben)
     base = ben.live(room).room

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from backchannel.engine import commits as engine_commits
 from backchannel.engine import core as engine_core
 from backchannel.errors import BackchannelError
 from backchannel.rooms.content import Text, encode_content, new_message_id
@@ -155,8 +156,9 @@ async def test_C04_withheld_remove_does_not_let_the_removed_member_read_on(net: 
 async def test_C05_suppressed_commits_are_reported_not_sequenced(
     net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_core, "REQUEST_SECONDS", 2.0)
-    monkeypatch.setattr(engine_core, "CATCH_UP_SECONDS", 0.5)
+    for module in (engine_core, engine_commits):  # create/rotate, and the commit append
+        monkeypatch.setattr(module, "REQUEST_SECONDS", 2.0)
+    monkeypatch.setattr(engine_commits, "CATCH_UP_SECONDS", 0.5)
     fac, ben = await net.party("Farida"), await net.party("Ben")
     room = await net.room(fac, "Suppressed", ben)
     before = fac.state(room)
