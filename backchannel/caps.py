@@ -6,7 +6,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from .rooms.access import RoomAccess
-from .transport.session import MailboxCapability
+from .transport.capability import MailboxCapability
 
 __all__ = ["access_capability", "capability", "new_seed", "seed_of"]
 

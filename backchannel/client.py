@@ -2,10 +2,13 @@
 
 Theory of operation
 -------------------
-A :class:`Client` is one unlocked profile. :meth:`Client.start` starts the embedded
-relay if the profile has none, connects (:class:`~.transport.connection.RelayConnection`),
-follows every mailbox the profile reads (room mailboxes, invite drops, join inboxes)
-from its stored cursor, and starts the outbox sender. One task pumps the
+A :class:`Client` is one unlocked profile. :meth:`Client.start` is two steps that a UI
+may take apart: :meth:`Client.load` reads the rooms from the store (reading and
+queueing messages work from then on, offline), and :meth:`Client.connect` starts the
+embedded relay if the profile has none, connects
+(:class:`~.transport.connection.RelayConnection`), follows every mailbox the profile
+reads (room mailboxes, invite drops, join inboxes) from its stored cursor, and starts
+the outbox sender. The terminal app paints its first screen between the two. One task pumps the
 connection's entries through :mod:`.engine`, which runs the room protocol
 (docs/room-protocol.md) and writes every effect of one entry (room state,
 messages, members, cursor) in one store transaction, so a crash never loses or
@@ -29,16 +32,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .embedded import EmbeddedRelay, free_port
-from .engine import DEFAULT_SELF_UPDATE_SECONDS, Engine
 from .errors import BackchannelError, ProfileError
-from .identity import DeviceIdentity
 from .locations import embedded_relay_dir
-from .rooms.errors import InviteError
-from .rooms.invites import parse_invite
 from .store import NoProfile, ProfileExists, ProfileLocked, Store, StoreError, WrongPassphrase
-from .transport.connection import RelayConnection
 from .views import (
     ClientEvent,
     ConnectionChanged,
@@ -48,6 +46,15 @@ from .views import (
     RequestView,
     RoomSummary,
 )
+
+if TYPE_CHECKING:
+    from .embedded import EmbeddedRelay
+    from .engine import Engine
+    from .identity import DeviceIdentity
+    from .transport.connection import RelayConnection
+
+# The room engine (rooms, MLS) and the network stack are imported when first needed,
+# not with this module: see Client.open and Client.connect.
 
 __all__ = ["Client", "ClientEvent", "ConnectionChanged", "ProfileInfo"]
 
@@ -93,6 +100,21 @@ def _no_core_dumps() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _import_engine() -> None:
+    """Import the room engine (in a worker thread; see :meth:`Client.open`)."""
+    from . import engine, identity  # noqa: F401
+
+
+def _import_network(*, embedded: bool) -> None:
+    """Import what connecting needs (in a worker thread; see :meth:`Client.connect`)."""
+    import aiohttp  # noqa: F401
+
+    from .transport import session  # noqa: F401
+
+    if embedded:
+        from . import embedded as _embedded  # noqa: F401
+
+
 def _parse_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -127,10 +149,10 @@ class Client:
         self._relay_url = relay_url
         self._listen = listen
         self._embedded: EmbeddedRelay | None = None
+        self._connecting = False
         self.connection: RelayConnection | None = None
         self._engine: Engine | None = None
         self._events: asyncio.Queue[ClientEvent] = asyncio.Queue()
-        self._self_update_seconds = DEFAULT_SELF_UPDATE_SECONDS
 
     # -- profiles ---------------------------------------------------------------------------
 
@@ -161,6 +183,8 @@ class Client:
         if relay_url is not None and not relay_url.startswith(("ws://", "wss://")):
             raise ProfileError("The relay URL must start with ws:// or wss://.")
         if listen is None and relay_url is None:
+            from .embedded import free_port
+
             listen = f"127.0.0.1:{free_port()}"  # fixed from now on: invites carry the address
         if listen is not None:
             _parse_listen(listen)
@@ -169,6 +193,8 @@ class Client:
             store = await Store.create(home, passphrase)
         except StoreError as exc:
             raise _profile_error(exc, home) from None
+        from .identity import DeviceIdentity
+
         identity = DeviceIdentity.generate(name)
         async with store.transaction() as tx:
             await tx.set_setting(_IDENTITY, identity.to_bytes())
@@ -190,6 +216,9 @@ class Client:
         Raises:
             BackchannelError: not a valid, unexpired invite link (the sentence says why).
         """
+        from .rooms.errors import InviteError
+        from .rooms.invites import parse_invite
+
         try:
             return parse_invite(link, now=time.time()).relay_url
         except InviteError as exc:
@@ -203,16 +232,25 @@ class Client:
             ProfileError: no profile, wrong passphrase, or open elsewhere.
         """
         _no_core_dumps()
+        # Stretching the passphrase (Argon2id, about a tenth of a second) runs in a thread
+        # that does not hold the GIL: the room engine's modules, which load() needs
+        # next, are imported meanwhile instead of after.
+        imported = asyncio.ensure_future(asyncio.to_thread(_import_engine))
         try:
             store = await Store.open(home, passphrase)
         except StoreError as exc:
             raise _profile_error(exc, home) from None
+        finally:
+            await asyncio.wait([imported])
+        imported.result()
         try:
             raw = await store.get_setting(_IDENTITY)
             if raw is None:
                 raise ProfileError(
                     f"The profile at {home} has no identity; it was not created completely."
                 )
+            from .identity import DeviceIdentity
+
             identity = DeviceIdentity.from_bytes(raw)
             relay = await store.get_setting(_RELAY_URL)
             listen = await store.get_setting(_LISTEN)
@@ -289,22 +327,28 @@ class Client:
     # -- life cycle --------------------------------------------------------------------------
 
     async def start(self, *, proxy: str | None = None) -> None:
-        """Start the embedded relay if the profile uses one, connect, and follow every mailbox.
+        """:meth:`load`, then :meth:`connect`: everything a started client does.
 
         Raises:
             BackchannelError: the embedded relay cannot listen, or the proxy URL is bad.
         """
-        if self._relay_url is None:
-            host, port = _parse_listen(self._listen or "127.0.0.1:8765")
-            self._embedded = EmbeddedRelay(embedded_relay_dir(self.home), host, port)
-            try:
-                await self._embedded.start()
-            except OSError as exc:
-                self._embedded = None
-                raise BackchannelError(
-                    f"Cannot start the local relay on {host}:{port} ({exc.strerror or exc}); "
-                    "another program may be using that port."
-                ) from None
+        await self.load(proxy=proxy)
+        await self.connect()
+
+    async def load(self, *, proxy: str | None = None) -> None:
+        """Read the profile's rooms from the store, touching no network.
+
+        After this, reading (rooms, history, members) works, and what is sent waits in
+        the outbox until :meth:`connect`. The app paints its first screen in between.
+
+        Raises:
+            BackchannelError: already loaded, or the proxy URL is bad.
+        """
+        if self._engine is not None:
+            raise BackchannelError("The client is started already.")
+        from .engine import Engine
+        from .transport.connection import RelayConnection
+
         try:
             self.connection = RelayConnection(self.relay_url, proxy=proxy)
         except ValueError as exc:
@@ -316,9 +360,37 @@ class Client:
             self._events,
             relay_url=self.relay_url,
             clock=time.time,
-            self_update_seconds=self._self_update_seconds,
         )
         await self._engine.load()
+
+    async def connect(self) -> None:
+        """Start the embedded relay if the profile uses one, connect, and follow every mailbox.
+
+        Raises:
+            BackchannelError: not loaded, connected already, or the embedded relay
+                cannot listen.
+        """
+        if self._engine is None or self.connection is None:
+            raise BackchannelError("Load the client before connecting it.")
+        if self._connecting:
+            raise BackchannelError("The client is connected already.")
+        self._connecting = True
+        # The network stack (aiohttp, the embedded relay) is a fifth of a second of
+        # imports: loaded in a thread, the caller's event loop (the app) keeps running.
+        await asyncio.to_thread(_import_network, embedded=self._relay_url is None)
+        if self._relay_url is None:
+            from .embedded import EmbeddedRelay
+
+            host, port = _parse_listen(self._listen or "127.0.0.1:8765")
+            self._embedded = EmbeddedRelay(embedded_relay_dir(self.home), host, port)
+            try:
+                await self._embedded.start()
+            except OSError as exc:
+                self._embedded = None
+                raise BackchannelError(
+                    f"Cannot start the local relay on {host}:{port} ({exc.strerror or exc}); "
+                    "another program may be using that port."
+                ) from None
         await self.connection.start()
         await self._engine.start()
 

@@ -38,3 +38,25 @@ def test_mls_is_sans_io() -> None:
     assert not {
         m for m in loaded if m.startswith("backchannel.") and not m.startswith("backchannel.mls")
     }
+
+
+def test_the_app_opens_before_the_engine_and_the_network_load() -> None:
+    """What the terminal app imports before it asks for the passphrase.
+
+    The room engine (MLS) loads in a thread while Argon2id runs (``Client.open``), and
+    the network stack (aiohttp, the embedded relay) once the first screen is painted
+    (``Client.connect``): imported up front they were most of a second of start-up.
+    """
+    loaded = imported_after("backchannel.cli, backchannel.tui, backchannel.tui.screens.main")
+    assert not top_level(loaded) & {"aiohttp", "aiohttp_socks"}
+    early = {
+        "backchannel.engine",
+        "backchannel.identity",
+        "backchannel.mls.group",
+        "backchannel.rooms",
+        "backchannel.embedded",
+        "backchannel.transport.session",
+        "relay.app",
+    }
+    assert not early & loaded
+    assert "backchannel.client" in loaded

@@ -50,11 +50,11 @@ from ..rooms.room import Room, message_epoch
 from ..store import Store
 from ..store.records import Message, OutboxEntry
 from ..store.records import Room as RoomRecord
+from ..transport.capability import MailboxCapability
 from ..transport.connection import RelayConnection
 from ..transport.errors import Denied, MailboxExists, Rejected, TransportError
 from ..transport.events import ConnectionState, Entry, LinkState, Reset, Revoked
 from ..transport.outbox import OutboxItem, OutboxSender
-from ..transport.session import MailboxCapability
 from ..views import (
     Alert,
     ClientEvent,

@@ -47,14 +47,13 @@ import random
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from relay.protocol import ErrFrame, Push
 from relay.protocol import Revoked as RevokedFrame
 
 from .backoff import Backoff, full_jitter
+from .capability import MailboxCapability
 from .errors import (
     ConnectionClosed,
     Denied,
@@ -75,8 +74,16 @@ from .events import (
     Revoked,
     TransportEvent,
 )
-from .proxy import PROXY_ERRORS, ProxySettings, parse_proxy_url
-from .session import MailboxCapability, RelaySession
+from .proxy import ProxySettings, parse_proxy_url, proxy_errors
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .session import RelaySession
+
+# The WebSocket stack (aiohttp, and .session over it) loads when the connection starts,
+# not with this module: the app reads and paints a profile's rooms before it connects,
+# and importing aiohttp is about a fifth of a second of that.
 
 __all__ = [
     "AlsoEntry",
@@ -173,6 +180,8 @@ class RelayConnection:
         """Start connecting in the background (returns at once)."""
         if self._runner is not None or self._closed:
             raise RuntimeError("a RelayConnection starts once")
+        import aiohttp
+
         connector = self._proxy.connector() if self._proxy is not None else None
         self._http = aiohttp.ClientSession(connector=connector)
         self._runner = asyncio.create_task(self._run(), name="relay-connection")
@@ -562,7 +571,10 @@ class RelayConnection:
     # -- the runner ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        from .session import RelaySession
+
         assert self._http is not None
+        proxy_failures = proxy_errors()
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -574,7 +586,7 @@ class RelayConnection:
                 )
             except TransportError as exc:
                 detail = str(exc)
-            except PROXY_ERRORS as exc:
+            except proxy_failures as exc:
                 detail = f"Cannot reach the relay through the proxy: {exc.__class__.__name__}."
             except Exception as exc:  # the reconnect loop must outlive anything one attempt does
                 _log.error("relay connection attempt failed: %s", exc.__class__.__name__)

@@ -14,25 +14,29 @@ circuits). It never appears in a repr or an error message.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
-
-import aiohttp
-from aiohttp_socks import (
-    ProxyConnectionError,
-    ProxyConnector,
-    ProxyError,
-    ProxyTimeoutError,
-    ProxyType,
-)
 
 from .errors import InvalidProxyURL
 
-__all__ = ["PROXY_ERRORS", "ProxySettings", "parse_proxy_url"]
+if TYPE_CHECKING:
+    import aiohttp
 
-#: What a connection through the proxy raises when the proxy fails or refuses;
-#: aiohttp does not wrap these in its own ``ClientError``.
-PROXY_ERRORS: tuple[type[Exception], ...] = (ProxyConnectionError, ProxyError, ProxyTimeoutError)
+# aiohttp-socks (and aiohttp under it) load only when a connection is made: parsing
+# and checking a proxy URL happens as the app opens, connecting after its first paint.
+
+__all__ = ["ProxySettings", "parse_proxy_url", "proxy_errors"]
+
+
+def proxy_errors() -> tuple[type[Exception], ...]:
+    """What a connection through the proxy raises when the proxy fails or refuses.
+
+    aiohttp does not wrap these in its own ``ClientError``.
+    """
+    from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+
+    return (ProxyConnectionError, ProxyError, ProxyTimeoutError)
+
 
 _SCHEMES = {"socks5": False, "socks5h": True}
 _SHAPE = "Use socks5h://host:port (the proxy resolves names, right for Tor) or socks5://host:port."
@@ -65,6 +69,8 @@ class ProxySettings:
         Returns:
             The connector; give it to an ``aiohttp.ClientSession``, which will close it.
         """
+        from aiohttp_socks import ProxyConnector, ProxyType
+
         return ProxyConnector(
             host=self.host,
             port=self.port,

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import ssl as ssl_module
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import msgpack
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from relay.errors import ProtocolViolation
 from relay.protocol import (
-    MAILBOX_ID_BYTES,
     ErrFrame,
     Hello,
     OkFrame,
@@ -32,50 +27,10 @@ from relay.protocol import (
     rotate_message,
 )
 
+from .capability import MailboxCapability, new_mailbox_id
 from .errors import ProtocolMismatch, Unreachable, rejected
 
 __all__ = ["MailboxCapability", "RelaySession", "new_mailbox_id"]
-
-
-def new_mailbox_id() -> bytes:
-    """A fresh random mailbox id."""
-    return os.urandom(MAILBOX_ID_BYTES)
-
-
-def _public(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxCapability:
-    """The private capability keys of one mailbox (any of them may be absent)."""
-
-    mailbox: bytes
-    read: Ed25519PrivateKey | None = field(default=None, repr=False)
-    write: Ed25519PrivateKey | None = field(default=None, repr=False)
-    admin: Ed25519PrivateKey | None = field(default=None, repr=False)
-
-    @classmethod
-    def generate(cls, mailbox: bytes | None = None) -> MailboxCapability:
-        """New random keys for a new (or given) mailbox id."""
-        return cls(
-            mailbox or new_mailbox_id(),
-            Ed25519PrivateKey.generate(),
-            Ed25519PrivateKey.generate(),
-            Ed25519PrivateKey.generate(),
-        )
-
-    def public_keys(self) -> dict[str, bytes]:
-        """The public keys, as the ``create`` and ``rotate`` requests carry them."""
-        out = {}
-        for name, key in (
-            ("read_key", self.read),
-            ("write_key", self.write),
-            ("admin_key", self.admin),
-        ):
-            if key is not None:
-                out[name] = _public(key)
-        return out
 
 
 class RelaySession:

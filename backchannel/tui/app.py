@@ -8,6 +8,7 @@ screen; network and store calls run in async workers, and every failure ends in
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -181,25 +182,45 @@ class BackchannelApp(App[None]):
             )
 
     async def _start(self, client: Client) -> None:
+        """Show the profile's rooms from the store, then connect.
+
+        Connecting comes after the first paint: the rooms are readable at once, and
+        what is sent meanwhile waits in the outbox, as it would offline.
+        """
         from .screens.main import MainScreen
 
         self.client = client
         self._pump_events()
         try:
-            await client.start(proxy=self.proxy)
+            await client.load(proxy=self.proxy)
+            main = MainScreen(client)
+            await main.preload()
         except BackchannelError:
-            await client.close()
-            self.client = None
+            await self._give_up(client)
             raise
         self._last_activity = time.monotonic()
-        await self.switch_screen(MainScreen(client))
+        await self.switch_screen(main)
+        for early in self._early:
+            main.post_message(early)
+        self._early.clear()
         if self.heap is not None:
             self.set_timer(SETTLE_HEAP_AFTER, self.heap.settle, name="settle heap")
-        main = self.main_screen
-        if main is not None:
-            for early in self._early:
-                main.post_message(early)
-            self._early.clear()
+        painted = asyncio.Event()
+        main.call_after_refresh(painted.set)
+        await painted.wait()
+        try:
+            await client.connect()
+        except BackchannelError as exc:
+            # Nothing could ever be sent or received: back to the unlock screen, with why.
+            await self._give_up(client)
+            from .screens.unlock import UnlockScreen
+
+            await self.switch_screen(UnlockScreen())
+            self.show_error("Cannot connect", exc)
+
+    async def _give_up(self, client: Client) -> None:
+        await client.close()
+        self.client = None
 
     @work(exclusive=True, group="client-events", exit_on_error=False, name="Client events")
     async def _pump_events(self) -> None:

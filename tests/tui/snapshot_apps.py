@@ -185,7 +185,10 @@ class ScriptedClient:
     def info(self) -> ProfileInfo:
         return ProfileInfo(self.name, _hex(0xEE), "ws://127.0.0.1:1/v1/ws", False, 1)
 
-    async def start(self, *, proxy: str | None = None) -> None:
+    async def load(self, *, proxy: str | None = None) -> None:
+        return None
+
+    async def connect(self) -> None:
         return None
 
     async def events(self) -> AsyncIterator[ClientEvent]:

@@ -185,3 +185,60 @@ async def test_a_warning_raised_while_opening_is_shown_on_the_main_screen(
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for_main(pilot)
         await wait_for(pilot, lambda: any("damaged" in str(n.message) for n in app._notifications))
+
+
+async def test_rooms_show_before_the_relay_answers(
+    app_home: Path, relay: RelayHandle, build_app: Build
+) -> None:
+    """The main screen is painted from the store; connecting comes after, offline or not."""
+    from backchannel.client import Client
+
+    client = await Client.open(app_home, PASSPHRASE)
+    await client.start()
+    room = await client.create_room("Stored talks")
+    await client.send(room.id, "kept on this device")
+    await client.sync()
+    await client.close()
+    await relay.stop()
+    app = build_app(app_home, passphrase=PASSPHRASE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(
+            pilot,
+            lambda: (
+                isinstance(app.screen, MainScreen)
+                and any(
+                    "kept on this device" in line for line in app.screen.conversation.visible_text()
+                )
+            ),
+        )
+        assert app.connection_state != "connected"
+        await relay.start()
+        await wait_for(pilot, lambda: app.connection_state == "connected")
+
+
+async def test_a_local_relay_that_cannot_listen_returns_to_the_unlock_screen(
+    tmp_path: Path, build_app: Build
+) -> None:
+    """The embedded relay's port is taken: the app says why and asks again, nothing opens."""
+    import socket
+
+    from backchannel.client import Client
+
+    home = tmp_path / "local"
+    client = await Client.create(home, name="Ada", passphrase=PASSPHRASE)
+    port = int(client.relay_url.rsplit(":", 1)[1].split("/")[0])
+    await client.close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        app = build_app(home, passphrase=PASSPHRASE)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(
+                pilot,
+                lambda: any(
+                    "Cannot start the local relay" in str(n.message) for n in app._notifications
+                ),
+            )
+            await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen))
+            assert app.client is None
+            assert app.main_screen is None

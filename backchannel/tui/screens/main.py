@@ -7,6 +7,7 @@ so a missing one is reported instead of stopping the app.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -15,19 +16,30 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ...client import Client
 from ...views import MemberView, MessageView, RoomSummary
 from .. import messages as msg
 from ..widgets.composer import Composer
-from ..widgets.conversation import Conversation
+from ..widgets.conversation import Conversation, first_page_size
+from ..widgets.key_footer import KeyFooter
 from ..widgets.member_list import MemberList
 from ..widgets.room_list import RoomList
 from ..widgets.safe_text import clean, clean_lines
 from ..widgets.status_bar import ConnectionStatus
 
 __all__ = ["MainScreen"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    """What showing a room needs, read in one go."""
+
+    summary: RoomSummary
+    page: list[MessageView]
+    has_older: bool
+    members: list[MemberView]
 
 
 class MainScreen(Screen[None]):
@@ -112,6 +124,18 @@ class MainScreen(Screen[None]):
         self.reply_to: MessageView | None = None
         """The message the next send answers."""
         self._members: list[MemberView] = []
+        self._preloaded: tuple[list[RoomSummary], _Opening | None] | None = None
+
+    async def preload(self) -> None:
+        """Read the rooms and the first room's newest page before the screen shows.
+
+        The app awaits this before switching here, so the screen is laid out and painted
+        once with everything in it. Read once mounted, each answer would wait behind the
+        screen's own start-up (mounting, styling, several repaints).
+        """
+        rooms = await self.client.rooms()
+        opening = await self._read_room(rooms[0].id, self.app.size.height) if rooms else None
+        self._preloaded = (rooms, opening)
 
     # -- layout -----------------------------------------------------------------------------------
 
@@ -130,7 +154,7 @@ class MainScreen(Screen[None]):
             with Vertical(id="members-panel"):
                 yield Static("Members", classes="panel-title")
                 yield MemberList(id="members")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def conversation(self) -> Conversation:
@@ -144,7 +168,17 @@ class MainScreen(Screen[None]):
         self.conversation.loader = self._load_page
         self.query_one("#reply-bar").display = False
         self._set_connection(getattr(self.app, "connection_state", "reconnecting"))
-        self.refresh_rooms(select_first=True)
+        if self._preloaded is None:
+            self.refresh_rooms(select_first=True)
+            return
+        rooms, opening = self._preloaded
+        self._preloaded = None
+        self.query_one(RoomList).set_rooms(rooms, None)
+        if opening is None:
+            self._set_empty_header()
+        else:
+            self._show_opening(opening)
+            self._read_opened(opening.summary.id)
 
     async def _load_page(self, before: str | None, limit: int) -> list[MessageView]:
         assert self.room_id is not None
@@ -173,9 +207,12 @@ class MainScreen(Screen[None]):
         elif select_first and rooms:
             self.show_room(rooms[0].id)
         elif not rooms:
-            self.query_one("#room-header", Static).update(
-                "No rooms yet: ctrl+n opens one, ctrl+o joins one with an invite link."
-            )
+            self._set_empty_header()
+
+    def _set_empty_header(self) -> None:
+        self.query_one("#room-header", Static).update(
+            "No rooms yet: ctrl+n opens one, ctrl+o joins one with an invite link."
+        )
 
     def _set_header(self, room: RoomSummary) -> None:
         header = Text(clean(room.title), style="bold", end="")
@@ -187,25 +224,38 @@ class MainScreen(Screen[None]):
     @work(exclusive=True, group="room", exit_on_error=False, name="Opening the room")
     async def show_room(self, room_id: str) -> None:
         """Show a room: its newest page, its members, and count it as read."""
+        opening = await self._read_room(room_id, self.conversation.scrollable_content_region.height)
+        self._show_opening(opening)
+        await self.client.mark_read(room_id)
+        self.refresh_rooms()
+
+    async def _read_room(self, room_id: str, rows: int) -> _Opening:
         summary = await self.client.room(room_id)
-        page_size = self.conversation.page_size
-        page = await self.client.history(room_id, limit=page_size)
+        limit = first_page_size(rows, summary.unread)
+        page = await self.client.history(room_id, limit=limit)
         members = await self.client.members(room_id)
-        self.room_id = room_id
+        return _Opening(summary, page, len(page) >= limit, members)
+
+    def _show_opening(self, opening: _Opening) -> None:
+        summary, page = opening.summary, opening.page
+        self.room_id = summary.id
         self.cancel_reply()
         self._set_header(summary)
         marker = page[-summary.unread].id if 0 < summary.unread <= len(page) else None
-        self._members = members
+        self._members = opening.members
         self.conversation.reset(
             page,
-            has_older=len(page) >= page_size,
+            has_older=opening.has_older,
             new_marker=marker,
-            members={m.id: m for m in members},
+            members={m.id: m for m in opening.members},
         )
-        self.query_one(MemberList).set_members(members)
+        self.query_one(MemberList).set_members(opening.members)
         self.refresh_bindings()
+
+    @work(group="read", exit_on_error=False, name="Marking the room as read")
+    async def _read_opened(self, room_id: str) -> None:
         await self.client.mark_read(room_id)
-        self.refresh_rooms()
+        self.refresh_rooms()  # its unread count is now 0
 
     @on(RoomList.Selected)
     def _room_chosen(self, event: RoomList.Selected) -> None:

@@ -38,16 +38,29 @@ from ...views import MemberView, MessageView
 from . import message_blocks as blocks
 from .message_blocks import Piece
 
-__all__ = ["Conversation", "HistoryLoader"]
+__all__ = ["PAGE_SIZE", "Conversation", "HistoryLoader", "first_page_size"]
 
 #: ``loader(before, limit)``: a page of messages older than ``before`` (None: the newest).
 HistoryLoader = Callable[[str | None, int], Awaitable[list[MessageView]]]
 
+#: Messages per history page, unless the widget is given another size.
+PAGE_SIZE = 200
 #: Longest stretch of layout work between two turns of the event loop.
 SLICE_SECONDS = 0.003
 #: Screens above and below the view whose lines are drawn ahead while idle.
 WARM_SCREENS = 2
 _log = logging.getLogger(__name__)
+
+
+def first_page_size(rows: int, unread: int = 0, page_size: int = PAGE_SIZE) -> int:
+    """How many of a room's newest messages to load when it opens in ``rows`` lines.
+
+    Two screens at least (every message is at least a line), and the unread ones with a
+    screen above them for context; never more than a page. Older pages load as the view
+    nears the top, so this only decides how soon the room shows.
+    """
+    rows = max(rows, 12)
+    return min(page_size, max(2 * rows, unread + rows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +137,7 @@ class Conversation(ScrollView, can_focus=True):
     def __init__(
         self,
         *,
-        page_size: int = 200,
+        page_size: int = PAGE_SIZE,
         max_pages: int = 4,
         max_cached_lines: int = 600,
         name: str | None = None,
@@ -156,6 +169,7 @@ class Conversation(ScrollView, can_focus=True):
         self._pass: tuple[int, int, Style, Style] | None = None
         self._warm_scheduled = False
         self._rewrapping = False
+        self._end_after_layout = False
         #: Bumped whenever every height is measured again (a page measured across
         #: event-loop turns is stale if this moved).
         self._generation = 0
@@ -276,7 +290,25 @@ class Conversation(ScrollView, can_focus=True):
         self._index = {m.id: i for i, m in enumerate(self._messages)}
         self._cache.clear()
         self._cached_lines = 0
+        if not self.size.width:
+            # Not laid out yet (a room shown as the screen mounts): its first resize
+            # measures at the real width, and goes to the newest as reset() would have.
+            self._width = 0
+            self._heights = [0] * len(self._messages)
+            self._rebuild_offsets()
+            self.set_reactive(Widget.virtual_size, Size(0, 0))
+            self._end_after_layout = True
+            return
         self._width = self._content_width()
+        if (
+            not self.show_vertical_scrollbar
+            and self.styles.overflow_y == "auto"
+            and len(self._messages) > self.scrollable_content_region.height
+        ):
+            # Every block is at least a line, so these overflow: wrap at the width left
+            # beside the scrollbar that is about to appear, not once without it and
+            # again with it.
+            self._width = max(self._width - self.styles.scrollbar_size_vertical, 10)
         self._heights = [self._measure(i) for i in range(len(self._messages))]
         self._rebuild_offsets()
         self._update_virtual_size()
@@ -324,6 +356,9 @@ class Conversation(ScrollView, can_focus=True):
     def on_resize(self, event: events.Resize) -> None:
         if self._content_width() != self._width:
             self._relayout()
+        if self._end_after_layout and self._width:
+            self._end_after_layout = False
+            self.scroll_end(animate=False, immediate=True)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
