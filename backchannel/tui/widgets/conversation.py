@@ -353,12 +353,22 @@ class Conversation(ScrollView, can_focus=True):
         if strips is not None:
             self._cached_lines -= len(strips)
 
+    def _size_updated(
+        self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True
+    ) -> bool:
+        resized = super()._size_updated(size, virtual_size, container_size, layout)
+        if self._end_after_layout and size.width:
+            # A room given before the first layout is measured here, inside that layout,
+            # so the frame drawn right after it shows the messages; the Resize event
+            # would come a frame later (about 50 ms of a first paint).
+            self._end_after_layout = False
+            self._relayout()
+            self.scroll_end(animate=False, immediate=True)
+        return resized
+
     def on_resize(self, event: events.Resize) -> None:
         if self._content_width() != self._width:
             self._relayout()
-        if self._end_after_layout and self._width:
-            self._end_after_layout = False
-            self.scroll_end(animate=False, immediate=True)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
