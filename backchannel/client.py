@@ -150,6 +150,7 @@ class Client:
         self._listen = listen
         self._embedded: EmbeddedRelay | None = None
         self._connecting = False
+        self._closed = False
         self.connection: RelayConnection | None = None
         self._engine: Engine | None = None
         self._events: asyncio.Queue[ClientEvent] = asyncio.Queue()
@@ -378,6 +379,8 @@ class Client:
         # The network stack (aiohttp, the embedded relay) is a fifth of a second of
         # imports: loaded in a thread, the caller's event loop (the app) keeps running.
         await asyncio.to_thread(_import_network, embedded=self._relay_url is None)
+        if self._closed:  # closed while the imports ran (the app quit as it opened)
+            raise BackchannelError("The client is closed.")
         if self._relay_url is None:
             from .embedded import EmbeddedRelay
 
@@ -407,6 +410,7 @@ class Client:
 
     async def close(self) -> None:
         """Stop background work, disconnect, stop the embedded relay and lock the profile."""
+        self._closed = True
         if self._engine is not None:
             await self._engine.close()
         if self.connection is not None:

@@ -72,6 +72,38 @@ async def test_the_embedded_relay_serves_the_profile_and_the_client_connects(
         assert again.relay_url == client.relay_url
 
 
+async def test_a_loaded_client_reads_and_queues_offline_then_connects(tmp_path: Path) -> None:
+    """load() reads the rooms without the network; what is sent waits for connect()."""
+    home = tmp_path / "fac"
+    async with await Client.create(home, name="Facilitator", passphrase="pw") as client:
+        await client.start()
+        room = (await client.create_room("Offline first")).id
+        await client.send(room, "before")
+        await client.sync()
+    client = await Client.open(home, "pw")
+    try:
+        with pytest.raises(BackchannelError, match="Load the client"):
+            await client.connect()
+        await client.load()
+        assert [r.title for r in await client.rooms()] == ["Offline first"]
+        queued = await client.send(room, "written while not connected")
+        assert not queued.delivered
+        assert [m.text for m in await client.history(room)] == [
+            "before",
+            "written while not connected",
+        ]
+        with pytest.raises(BackchannelError, match="started already"):
+            await client.load()
+        await client.connect()
+        with pytest.raises(BackchannelError, match="connected already"):
+            await client.connect()
+        await client.sync()
+        sent = await client.message(room, queued.id)
+        assert sent is not None and sent.delivered
+    finally:
+        await client.close()
+
+
 def test_cli_init_and_status(tmp_path: Path) -> None:
     runner = CliRunner()
     home = str(tmp_path / "cli")
