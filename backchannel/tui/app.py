@@ -34,6 +34,7 @@ from ..views import (
     RoomChanged,
     VerificationChanged,
 )
+from . import lazy_strips
 from . import messages as msg
 from .commands import BackchannelCommands
 from .heap import HeapKeeper
@@ -114,6 +115,7 @@ class BackchannelApp(App[None]):
         tune_gc: bool = False,
     ) -> None:
         super().__init__()
+        lazy_strips.install()  # fewer objects per drawn line (see lazy_strips.py)
         self.heap = HeapKeeper() if tune_gc else None
         """Garbage collection kept for idle moments (``tune_gc``), or None."""
         self.home = home
