@@ -2,13 +2,14 @@
 
 Theory of operation
 -------------------
-A :class:`Client` is one unlocked profile. :meth:`Client.start` is two steps that a UI
-may take apart: :meth:`Client.load` reads the rooms from the store (reading and
-queueing messages work from then on, offline), and :meth:`Client.connect` starts the
-embedded relay if the profile has none, connects
+A :class:`Client` is one unlocked profile. Right after :meth:`Client.open` it reads
+what is stored (rooms, history, members; :mod:`.stored_views`). :meth:`Client.start`
+is two steps that a UI may take apart: :meth:`Client.load` loads the rooms' MLS
+state (every operation works from then on, offline), and :meth:`Client.connect`
+starts the embedded relay if the profile has none, connects
 (:class:`~.transport.connection.RelayConnection`), follows every mailbox the profile
 reads (room mailboxes, invite drops, join inboxes) from its stored cursor, and starts
-the outbox sender. The terminal app paints its first screen between the two. One task pumps the
+the outbox sender. The terminal app paints its first screen before either. One task pumps the
 connection's entries through :mod:`.engine`, which runs the room protocol
 (docs/room-protocol.md) and writes every effect of one entry (room state,
 messages, members, cursor) in one store transaction, so a crash never loses or
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import stored_views
 from .errors import BackchannelError, ProfileError
 from .locations import embedded_relay_dir
 from .store import NoProfile, ProfileExists, ProfileLocked, Store, StoreError, WrongPassphrase
@@ -100,9 +102,14 @@ def _no_core_dumps() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _import_identity() -> None:
+    """Import the identity's signature code (in a worker thread; see :meth:`Client.open`)."""
+    from . import identity  # noqa: F401
+
+
 def _import_engine() -> None:
-    """Import the room engine (in a worker thread; see :meth:`Client.open`)."""
-    from . import engine, identity  # noqa: F401
+    """Import the room engine and MLS (in a worker thread; see :meth:`Client.load`)."""
+    from . import engine  # noqa: F401
 
 
 def _import_network(*, embedded: bool) -> None:
@@ -149,6 +156,7 @@ class Client:
         self._relay_url = relay_url
         self._listen = listen
         self._embedded: EmbeddedRelay | None = None
+        self._loading = False
         self._connecting = False
         self._closed = False
         self.connection: RelayConnection | None = None
@@ -234,9 +242,8 @@ class Client:
         """
         _no_core_dumps()
         # Stretching the passphrase (Argon2id, about a tenth of a second) runs in a thread
-        # that does not hold the GIL: the room engine's modules, which load() needs
-        # next, are imported meanwhile instead of after.
-        imported = asyncio.ensure_future(asyncio.to_thread(_import_engine))
+        # that does not hold the GIL: the identity's signature code is imported meanwhile.
+        imported = asyncio.ensure_future(asyncio.to_thread(_import_identity))
         try:
             store = await Store.open(home, passphrase)
         except StoreError as exc:
@@ -337,16 +344,21 @@ class Client:
         await self.connect()
 
     async def load(self, *, proxy: str | None = None) -> None:
-        """Read the profile's rooms from the store, touching no network.
+        """Load the rooms (their MLS state) from the store, touching no network.
 
-        After this, reading (rooms, history, members) works, and what is sent waits in
-        the outbox until :meth:`connect`. The app paints its first screen in between.
+        After this every operation works; what is sent waits in the outbox until
+        :meth:`connect`. Before it, reading works from what is stored (see
+        :mod:`.stored_views`): the app paints its first screen from that, then loads.
 
         Raises:
             BackchannelError: already loaded, or the proxy URL is bad.
         """
-        if self._engine is not None:
+        if self._engine is not None or self._loading:
             raise BackchannelError("The client is started already.")
+        self._loading = True
+        # The engine and MLS are a quarter of a second of imports: in a thread, the
+        # caller's event loop (the app, just painted) keeps answering keys.
+        await asyncio.to_thread(_import_engine)
         from .engine import Engine
         from .transport.connection import RelayConnection
 
@@ -428,16 +440,36 @@ class Client:
     # -- rooms --------------------------------------------------------------------------------
 
     async def rooms(self) -> list[RoomSummary]:
-        """The rooms this profile is in, oldest first."""
+        """The rooms this profile is in, oldest first.
+
+        Before :meth:`load`, as last stored: without the join approval and the count of
+        pending requests, which only the loaded rooms know (see :mod:`.stored_views`).
+        """
+        if self._engine is None:
+            return await stored_views.stored_summaries(self.store, self.identity.identity_id)
         return await self.engine.summaries()
 
     async def room(self, room: str) -> RoomSummary:
-        """One room, by id (or an unambiguous title).
+        """One room, by id (or an unambiguous title); before :meth:`load`, as stored.
 
         Raises:
             BackchannelError: no such room.
         """
+        if self._engine is None:
+            return await self._stored_room(room)
         return await self.engine.summary(self.engine.resolve_room(room))
+
+    async def _stored_room(self, room: str) -> RoomSummary:
+        rooms = await self.rooms()
+        text = room.strip()
+        found = [r for r in rooms if r.id == text.lower()] or [r for r in rooms if r.title == text]
+        if len(found) > 1:
+            raise BackchannelError(f"Several rooms are called {text!r}; use the room id.")
+        if not found:
+            raise BackchannelError(
+                f"You are not in a room {text!r}; `backchannel rooms` lists yours."
+            )
+        return found[0]
 
     async def mark_read(self, room: str) -> None:
         """Everything in ``room`` up to now counts as read (its unread count drops to 0)."""
@@ -528,6 +560,16 @@ class Client:
         self, room: str, *, limit: int = 50, before: str | None = None
     ) -> list[MessageView]:
         """A page of a room's messages, oldest first (the newest page unless ``before``)."""
+        if self._engine is None:  # before load(): the same, from the store alone
+            room_id = bytes.fromhex((await self._stored_room(room)).id)
+            anchor = None
+            if before is not None:
+                try:
+                    anchor = await self.store.message(room_id, bytes.fromhex(before))
+                except ValueError:
+                    raise BackchannelError(f"{before!r} is not a valid message id.") from None
+            page = await self.store.history(room_id, limit=limit, before=anchor)
+            return await stored_views.message_views(self.store, self.identity.identity_id, page)
         return await self.engine.history(self.engine.resolve_room(room), limit, before)
 
     async def search(self, room: str, query: str, *, limit: int = 50) -> list[MessageView]:
@@ -535,7 +577,10 @@ class Client:
         return await self.engine.search(self.engine.resolve_room(room), query, limit)
 
     async def members(self, room: str) -> list[MemberView]:
-        """Members with their roles and verification state."""
+        """Members with their roles and verification state (before :meth:`load`, as stored)."""
+        if self._engine is None:
+            room_id = bytes.fromhex((await self._stored_room(room)).id)
+            return await stored_views.member_views(self.store, self.identity.identity_id, room_id)
         return await self.engine.members(self.engine.resolve_room(room))
 
     async def remove(self, room: str, member: str) -> None:

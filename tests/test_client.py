@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -100,6 +101,37 @@ async def test_a_loaded_client_reads_and_queues_offline_then_connects(tmp_path: 
         await client.sync()
         sent = await client.message(room, queued.id)
         assert sent is not None and sent.delivered
+    finally:
+        await client.close()
+
+
+async def test_before_load_the_rooms_read_as_stored(tmp_path: Path) -> None:
+    """The views read from the store alone match the loaded ones, but for what only MLS knows."""
+    home = tmp_path / "fac"
+    async with await Client.create(home, name="Facilitator", passphrase="pw") as client:
+        await client.start()
+        room = (await client.create_room("Stored", retention_seconds=86400)).id
+        first = await client.send(room, "one")
+        await client.send(room, "two", reply_to=first.id)
+        await client.react(room, first.id, "👍")
+        await client.sync()
+    client = await Client.open(home, "pw")
+    try:
+        stored_rooms = await client.rooms()
+        stored = (await client.history(room), await client.members(room))
+        stored_older = await client.history(room, limit=1, before=stored[0][1].id)
+        assert await client.room("Stored") == stored_rooms[0]
+        with pytest.raises(BackchannelError, match="not in a room"):
+            await client.room("Elsewhere")
+        await client.load()
+        loaded_rooms = await client.rooms()
+        assert loaded_rooms[0].approval in {"auto", "manual"}
+        assert [dataclasses.replace(r, approval="", pending_requests=0) for r in loaded_rooms] == (
+            stored_rooms
+        )
+        assert (await client.history(room), await client.members(room)) == stored
+        assert await client.history(room, limit=1, before=stored[0][1].id) == stored_older
+        assert stored_rooms[0].role == "facilitator" and stored_rooms[0].members == 1
     finally:
         await client.close()
 

@@ -43,9 +43,10 @@ def test_mls_is_sans_io() -> None:
 def test_the_app_opens_before_the_engine_and_the_network_load() -> None:
     """What the terminal app imports before it asks for the passphrase.
 
-    The room engine (MLS) loads in a thread while Argon2id runs (``Client.open``), and
-    the network stack (aiohttp, the embedded relay) once the first screen is painted
-    (``Client.connect``): imported up front they were most of a second of start-up.
+    The first screen is painted from the store (``stored_views``); the room engine
+    (MLS) loads after it (``Client.load``) and the network stack (aiohttp, the
+    embedded relay) after that (``Client.connect``): imported up front they were most
+    of a second of start-up.
     """
     loaded = imported_after("backchannel.cli, backchannel.tui, backchannel.tui.screens.main")
     assert not top_level(loaded) & {"aiohttp", "aiohttp_socks"}

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgpack
 
+from .. import stored_views
 from ..errors import BackchannelError
 from ..rooms.content import (
     Content,
@@ -32,12 +33,10 @@ from ..rooms.safety import safety_number
 from ..rooms.watch import fork_check
 from ..store.records import Message, OutboxEntry
 from ..views import (
-    FileInfo,
     MemberView,
     MessageChanged,
     MessageView,
     NewMessage,
-    ReactionCount,
     RoomSummary,
     VerificationChanged,
 )
@@ -257,17 +256,7 @@ class RoomActions:
 
     async def members(self, room_id: bytes) -> list[MemberView]:
         self._require(room_id)
-        return [
-            MemberView(
-                hex_id(m.member_id),
-                m.display_name,
-                m.role,
-                m.verified,
-                m.key_changed,
-                m.member_id == self._me,
-            )
-            for m in await self.store.members(room_id)
-        ]
+        return await stored_views.member_views(self.store, self._me, room_id)
 
     async def _member(self, room_id: bytes, member: str) -> bytes:
         members = await self.store.members(room_id)
@@ -433,12 +422,10 @@ class RoomActions:
             policy.retention_seconds,
             live.room.active,
             pending,
-            await self.store.unread_count(room_id, await self._last_read(room_id)),
+            await self.store.unread_count(
+                room_id, await stored_views.last_read(self.store, room_id)
+            ),
         )
-
-    async def _last_read(self, room_id: bytes) -> float:
-        raw = await self.store.get_setting(READ_KEY + hex_id(room_id))
-        return float(raw.decode()) if raw else 0.0
 
     async def mark_read(self, room_id: bytes) -> None:
         self._require(room_id)
@@ -454,47 +441,10 @@ class RoomActions:
         complete: bool | None = None,
         reactions: Sequence[tuple[str, bytes]] = (),
     ) -> MessageView:
-        file = None
-        if m.kind == "file" and m.attachments is not None:
-            meta = msgpack.unpackb(m.attachments, raw=False)
-            file = FileInfo(str(meta["name"]), int(meta["size"]), bool(complete))
-        return MessageView(
-            hex_id(m.message_id),
-            hex_id(m.room_id),
-            hex_id(m.sender_id),
-            m.sender_name,
-            m.body,
-            m.sent_at,
-            m.kind,
-            hex_id(m.reply_to) if m.reply_to else None,
-            m.edited_at is not None,
-            m.deleted,
-            m.outgoing,
-            (not m.outgoing) or m.delivered_seq is not None,
-            file,
-            _counts(reactions, self._me),
-        )
+        return stored_views.message_view(m, self._me, complete=complete, reactions=reactions)
 
     async def _views(self, messages: Sequence[Message]) -> list[MessageView]:
-        out = []
-        by_room: dict[bytes, list[bytes]] = {}
-        for m in messages:
-            by_room.setdefault(m.room_id, []).append(m.message_id)
-        reactions: dict[tuple[bytes, bytes], list[tuple[str, bytes]]] = {}
-        for room_id, ids in by_room.items():
-            for mid, pairs in (await self.store.reactions(room_id, ids)).items():
-                reactions[(room_id, mid)] = pairs
-        for m in messages:
-            complete = None
-            if m.kind == "file" and m.attachments is not None:
-                n = int(msgpack.unpackb(m.attachments, raw=False)["n"])
-                complete = await self.store.attachment_chunks(m.room_id, m.message_id) >= n
-            out.append(
-                self._view(
-                    m, complete=complete, reactions=reactions.get((m.room_id, m.message_id), ())
-                )
-            )
-        return out
+        return await stored_views.message_views(self.store, self._me, messages)
 
     async def message(self, room_id: bytes, message: str) -> MessageView | None:
         stored = await self.store.message(room_id, parse_id(message, "message"))
@@ -508,13 +458,3 @@ class RoomActions:
 
     async def search(self, room_id: bytes, query: str, limit: int) -> list[MessageView]:
         return await self._views(await self.store.search(room_id, query, limit=limit))
-
-
-def _counts(pairs: Sequence[tuple[str, bytes]], me: bytes) -> tuple[ReactionCount, ...]:
-    """Reactions grouped by emoji, in order of first use."""
-    counts: dict[str, list[int]] = {}
-    for emoji, sender in pairs:
-        slot = counts.setdefault(emoji, [0, 0])
-        slot[0] += 1
-        slot[1] |= sender == me
-    return tuple(ReactionCount(e, n, bool(mine)) for e, (n, mine) in counts.items())

@@ -13,6 +13,7 @@ from ..rooms.policy import Role
 from ..rooms.room import Room
 from ..store.records import Message, OutboxEntry
 from ..store.records import Room as RoomRecord
+from ..stored_views import READ_KEY
 from ..views import (
     ClientEvent,
 )
@@ -54,7 +55,6 @@ INVITE_KEY = "invite/"
 REQUEST_KEY = "request/"
 JOINING_KEY = "joining/"
 WRITE_CAP_KEY = "wcap/"
-READ_KEY = "read/"
 ROLE_NAMES: Final = {
     Role.FACILITATOR: "facilitator",
     Role.PARTICIPANT: "participant",

@@ -184,19 +184,19 @@ class BackchannelApp(App[None]):
             )
 
     async def _start(self, client: Client) -> None:
-        """Show the profile's rooms from the store, then connect.
+        """Show the profile's rooms as stored, then load them, then connect.
 
-        Connecting comes after the first paint: the rooms are readable at once, and
-        what is sent meanwhile waits in the outbox, as it would offline.
+        Loading (the MLS state) and connecting come after the first paint: the rooms
+        are readable at once; a message sent in that moment goes once they are loaded
+        and waits in the outbox until connected, as it would offline.
         """
         from .screens.main import MainScreen
 
         self.client = client
         self._pump_events()
         try:
-            await client.load(proxy=self.proxy)
             main = MainScreen(client)
-            await main.preload()
+            await main.preload()  # from the store: the rooms load after the first paint
         except BackchannelError:
             await self._give_up(client)
             raise
@@ -211,6 +211,8 @@ class BackchannelApp(App[None]):
         main.call_after_refresh(painted.set)
         await painted.wait()
         try:
+            await client.load(proxy=self.proxy)
+            main.loaded()
             await client.connect()
         except BackchannelError as exc:
             # Nothing could ever be sent or received: back to the unlock screen, with why.

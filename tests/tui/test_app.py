@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from textual.widgets import Input
 
 from backchannel.tui import BackchannelApp
@@ -242,3 +244,59 @@ async def test_a_local_relay_that_cannot_listen_returns_to_the_unlock_screen(
             await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen))
             assert app.client is None
             assert app.main_screen is None
+
+
+async def test_the_stored_rooms_show_before_they_load_and_a_quick_message_waits(
+    app_home: Path, build_app: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Painted from the store; a message sent before the rooms load is sent once they do."""
+    from backchannel.client import Client
+
+    client = await Client.open(app_home, PASSPHRASE)
+    await client.start()
+    room = await client.create_room("Stored talks")
+    await client.send(room.id, "kept on this device")
+    await client.sync()
+    await client.close()
+
+    gate = asyncio.Event()
+    real_load = Client.load
+
+    async def held_load(self: Client, **kwargs: object) -> None:
+        await gate.wait()
+        await real_load(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Client, "load", held_load)
+    app = build_app(app_home, passphrase=PASSPHRASE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        main = app.screen
+        assert isinstance(main, MainScreen)
+        await wait_for(
+            pilot,
+            lambda: any("kept on this device" in line for line in main.conversation.visible_text()),
+        )
+        assert app.client is not None and app.client._engine is None  # not loaded yet
+        assert [r.title for r in await app.client.rooms()] == ["Stored talks"]
+        main.composer.focus()
+        await pilot.press(*"typed at once")
+        await pilot.press("enter")
+        await pilot.press("ctrl+n")  # dialogs wait for the rooms too
+        await wait_for(
+            pilot, lambda: any("Still opening" in str(n.message) for n in app._notifications)
+        )
+        assert isinstance(app.screen, MainScreen)
+        gate.set()
+        await wait_for(
+            pilot, lambda: any("typed at once" in line for line in main.conversation.visible_text())
+        )
+        await wait_for(pilot, lambda: app.connection_state == "connected")
+    reopened = await Client.open(app_home, PASSPHRASE)
+    try:
+        await reopened.start()
+        await reopened.sync()
+        texts = [m.text for m in await reopened.history(room.id)]
+        assert texts == ["kept on this device", "typed at once"]
+        assert all(m.delivered for m in await reopened.history(room.id))
+    finally:
+        await reopened.close()

@@ -6,6 +6,7 @@ so a missing one is reported instead of stopping the app.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -125,13 +126,16 @@ class MainScreen(Screen[None]):
         """The message the next send answers."""
         self._members: list[MemberView] = []
         self._preloaded: tuple[list[RoomSummary], _Opening | None] | None = None
+        self._loaded = asyncio.Event()
 
     async def preload(self) -> None:
         """Read the rooms and the first room's newest page before the screen shows.
 
         The app awaits this before switching here, so the screen is laid out and painted
         once with everything in it. Read once mounted, each answer would wait behind the
-        screen's own start-up (mounting, styling, several repaints).
+        screen's own start-up (mounting, styling, several repaints). The client reads
+        them from the store: its rooms load after this screen is painted (see
+        :meth:`loaded`).
         """
         rooms = await self.client.rooms()
         opening = await self._read_room(rooms[0].id, self.app.size.height) if rooms else None
@@ -178,7 +182,23 @@ class MainScreen(Screen[None]):
             self._set_empty_header()
         else:
             self._show_opening(opening)
-            self._read_opened(opening.summary.id)
+
+    def loaded(self) -> None:
+        """The client's rooms are loaded: dialogs open and messages send from now on."""
+        self._loaded.set()
+        self._settle_after_load()
+
+    @work(exclusive=True, group="opening", exit_on_error=False, name="Loading rooms")
+    async def _settle_after_load(self) -> None:
+        rooms = await self.client.rooms()
+        if self.room_id is not None and self.room_id not in {r.id for r in rooms}:
+            # A room that was stored but could not be loaded (its state is damaged;
+            # an alert says so): show another.
+            self.room_id = None
+            self.conversation.reset([], has_older=False)
+        if self.room_id is not None:
+            await self.client.mark_read(self.room_id)
+        self.refresh_rooms(select_first=True)  # approval, requests and unread are known now
 
     async def _load_page(self, before: str | None, limit: int) -> list[MessageView]:
         assert self.room_id is not None
@@ -226,8 +246,9 @@ class MainScreen(Screen[None]):
         """Show a room: its newest page, its members, and count it as read."""
         opening = await self._read_room(room_id, self.conversation.scrollable_content_region.height)
         self._show_opening(opening)
-        await self.client.mark_read(room_id)
-        self.refresh_rooms()
+        if self._loaded.is_set():  # else marked once the rooms are loaded
+            await self.client.mark_read(room_id)
+            self.refresh_rooms()
 
     async def _read_room(self, room_id: str, rows: int) -> _Opening:
         summary = await self.client.room(room_id)
@@ -251,11 +272,6 @@ class MainScreen(Screen[None]):
         )
         self.query_one(MemberList).set_members(opening.members)
         self.refresh_bindings()
-
-    @work(group="read", exit_on_error=False, name="Marking the room as read")
-    async def _read_opened(self, room_id: str) -> None:
-        await self.client.mark_read(room_id)
-        self.refresh_rooms()  # its unread count is now 0
 
     @on(RoomList.Selected)
     def _room_chosen(self, event: RoomList.Selected) -> None:
@@ -308,6 +324,7 @@ class MainScreen(Screen[None]):
     @work(group="send", exit_on_error=False, name="Sending the message")
     async def send(self, room_id: str, text: str, reply_to: str | None) -> None:
         """Send ``text`` (queued while offline); the composer keeps it if sending fails."""
+        await self._loaded.wait()  # sent as soon as the rooms are loaded
         composer = self.composer
         composer.clear()
         self.cancel_reply()
@@ -485,6 +502,9 @@ class MainScreen(Screen[None]):
 
     def _open(self, module: str, name: str, *args: Any, callback: Any = None) -> None:
         """Push ``dialogs.<module>.<name>(*args)`` (imported on first use, like every dialog)."""
+        if not self._loaded.is_set():  # the first fraction of a second after unlocking
+            self.app.notify("Still opening your rooms; try again in a moment.", timeout=3)
+            return
         dialog = getattr(importlib.import_module(f"backchannel.tui.dialogs.{module}"), name)
         self.app.push_screen(dialog(*args), callback)
 
