@@ -277,6 +277,7 @@ async def test_the_stored_rooms_show_before_they_load_and_a_quick_message_waits(
             lambda: any("kept on this device" in line for line in main.conversation.visible_text()),
         )
         assert app.client is not None and app.client._engine is None  # not loaded yet
+        assert "1 member, you are facilitator" in str(main.query_one("#room-header").render())
         assert [r.title for r in await app.client.rooms()] == ["Stored talks"]
         main.composer.focus()
         await pilot.press(*"typed at once")

@@ -236,7 +236,8 @@ class MainScreen(Screen[None]):
 
     def _set_header(self, room: RoomSummary) -> None:
         header = Text(clean(room.title), style="bold", end="")
-        header.append(f"  {room.members} members, you are {room.role}", "dim")
+        people = "member" if room.members == 1 else "members"
+        header.append(f"  {room.members} {people}, you are {room.role}", "dim")
         if not room.joined:
             header.append("  (you left this room)", "dim")
         self.query_one("#room-header", Static).update(header)
