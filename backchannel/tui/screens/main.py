@@ -503,11 +503,24 @@ class MainScreen(Screen[None]):
 
     def _open(self, module: str, name: str, *args: Any, callback: Any = None) -> None:
         """Push ``dialogs.<module>.<name>(*args)`` (imported on first use, like every dialog)."""
-        if not self._loaded.is_set():  # the first fraction of a second after unlocking
-            self.app.notify("Still opening your rooms; try again in a moment.", timeout=3)
+        if not self._loaded.is_set():
+            # The first fraction of a second after unlocking: dialogs act on loaded
+            # rooms, so this one opens as soon as they are (one waits; a newer replaces it).
+            self.run_worker(
+                self._open_when_loaded(module, name, *args, callback=callback),
+                group="open-when-loaded",
+                exclusive=True,
+                exit_on_error=False,
+            )
             return
         dialog = getattr(importlib.import_module(f"backchannel.tui.dialogs.{module}"), name)
         self.app.push_screen(dialog(*args), callback)
+
+    async def _open_when_loaded(
+        self, module: str, name: str, *args: Any, callback: Any = None
+    ) -> None:
+        await self._loaded.wait()
+        self._open(module, name, *args, callback=callback)
 
     def action_create_room(self) -> None:
         self._open("create_room", "CreateRoomDialog", self.client, callback=self._room_created)
