@@ -41,6 +41,7 @@ from .views import (
     RemovedFromRoom,
     RequestView,
     RoomSummary,
+    human_size,
 )
 
 __all__ = ["main"]
@@ -307,15 +308,6 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", local)
 
 
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} bytes"  # pragma: no cover
-
-
 def _message_json(m: MessageView) -> dict[str, Any]:
     return {
         "id": m.id,
@@ -340,7 +332,7 @@ def _message_line(m: MessageView) -> str:
         return f"{head}: (deleted)"
     if m.file is not None:
         state = "" if m.file.complete else ", still arriving"
-        body = f"sent the file {m.file.name} ({_size(m.file.size)}{state}); id {m.id}"
+        body = f"sent the file {m.file.name} ({human_size(m.file.size)}{state}); id {m.id}"
         return f"{head} {body}"
     if m.kind != "text":
         return f"[{_when(m.time)}] * {m.text}" if m.text else f"{head}: ({m.kind})"

@@ -27,6 +27,7 @@ __all__ = [
     "RoomChanged",
     "RoomSummary",
     "VerificationChanged",
+    "human_size",
 ]
 
 
@@ -53,6 +54,16 @@ class FileInfo:
     name: str
     size: int
     complete: bool
+
+
+def human_size(n: int) -> str:
+    """A file size as every UI shows it: ``1.2 MB`` (decimal units)."""
+    size = float(n)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} bytes"  # pragma: no cover
 
 
 @dataclass(frozen=True, slots=True)

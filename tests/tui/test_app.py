@@ -189,18 +189,23 @@ async def test_a_warning_raised_while_opening_is_shown_on_the_main_screen(
         await wait_for(pilot, lambda: any("damaged" in str(n.message) for n in app._notifications))
 
 
+async def _stored_room(home: Path) -> str:
+    """A room "Stored talks" in the profile at ``home`` with one sent message; its id."""
+    from backchannel.client import Client
+
+    async with await Client.open(home, PASSPHRASE) as client:
+        await client.start()
+        room = await client.create_room("Stored talks")
+        await client.send(room.id, "kept on this device")
+        await client.sync()
+    return room.id
+
+
 async def test_rooms_show_before_the_relay_answers(
     app_home: Path, relay: RelayHandle, build_app: Build
 ) -> None:
     """The main screen is painted from the store; connecting comes after, offline or not."""
-    from backchannel.client import Client
-
-    client = await Client.open(app_home, PASSPHRASE)
-    await client.start()
-    room = await client.create_room("Stored talks")
-    await client.send(room.id, "kept on this device")
-    await client.sync()
-    await client.close()
+    await _stored_room(app_home)
     await relay.stop()
     app = build_app(app_home, passphrase=PASSPHRASE)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -252,12 +257,7 @@ async def test_the_stored_rooms_show_before_they_load_and_a_quick_message_waits(
     """Painted from the store; a message or dialog before the rooms load goes once they do."""
     from backchannel.client import Client
 
-    client = await Client.open(app_home, PASSPHRASE)
-    await client.start()
-    room = await client.create_room("Stored talks")
-    await client.send(room.id, "kept on this device")
-    await client.sync()
-    await client.close()
+    room = await _stored_room(app_home)
 
     gate = asyncio.Event()
     real_load = Client.load
@@ -297,8 +297,8 @@ async def test_the_stored_rooms_show_before_they_load_and_a_quick_message_waits(
     try:
         await reopened.start()
         await reopened.sync()
-        texts = [m.text for m in await reopened.history(room.id)]
+        texts = [m.text for m in await reopened.history(room)]
         assert texts == ["kept on this device", "typed at once"]
-        assert all(m.delivered for m in await reopened.history(room.id))
+        assert all(m.delivered for m in await reopened.history(room))
     finally:
         await reopened.close()

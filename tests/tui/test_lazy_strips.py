@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from rich.segment import Segment
 from rich.style import Style
+from textual.cache import FIFOCache
 from textual.strip import Strip
 
 from backchannel.tui import lazy_strips
@@ -44,8 +45,43 @@ def test_other_attributes_still_fail_as_usual() -> None:
         Strip([Segment("x")]).colour  # type: ignore[attr-defined]  # noqa: B018
 
 
-def test_a_different_strip_is_left_alone() -> None:
-    class Other(Strip):
-        __slots__ = ("_extra",)
+def test_only_the_strip_it_was_written_for_is_changed() -> None:
+    """The guard tells Textual 8.2.8's constructor from one that differs in a cache size."""
 
-    assert not lazy_strips._fits(Other)
+    class Twin:  # the slots and constructor of the Strip lazy_strips replaces
+        __slots__ = tuple(sorted(lazy_strips._EXPECTED_SLOTS))
+
+        def __init__(self, segments: list[Segment], cell_length: int | None = None) -> None:
+            self._segments = list(segments)
+            self._cell_length = cell_length
+            self._divide_cache = FIFOCache(4)
+            self._crop_cache = FIFOCache(16)
+            self._style_cache = FIFOCache(16)
+            self._filter_cache = FIFOCache(4)
+            self._line_length_cache = FIFOCache(4)
+            self._crop_extend_cache = FIFOCache(4)
+            self._offsets_cache = FIFOCache(4)
+            self._render_cache = None
+            self._link_ids = None
+            self._cell_count = None
+
+    class Resized(Twin):
+        __slots__ = ()
+
+        def __init__(self, segments: list[Segment], cell_length: int | None = None) -> None:
+            self._segments = list(segments)
+            self._cell_length = cell_length
+            self._divide_cache = FIFOCache(8)
+            self._crop_cache = FIFOCache(16)
+            self._style_cache = FIFOCache(16)
+            self._filter_cache = FIFOCache(4)
+            self._line_length_cache = FIFOCache(4)
+            self._crop_extend_cache = FIFOCache(4)
+            self._offsets_cache = FIFOCache(4)
+            self._render_cache = None
+            self._link_ids = None
+            self._cell_count = None
+
+    assert lazy_strips._fits(Twin)  # type: ignore[arg-type]
+    Resized.__slots__ = Twin.__slots__  # compared by name, as on Strip
+    assert not lazy_strips._fits(Resized)  # type: ignore[arg-type]

@@ -23,10 +23,10 @@ from rich.style import Style
 from rich.text import Text
 from textual.strip import Strip
 
-from ...views import MemberView, MessageView
+from ...views import MemberView, MessageView, human_size
 from .safe_text import clean, clean_lines
 
-__all__ = ["INDENT", "Piece", "count", "draw", "human_size", "pieces"]
+__all__ = ["INDENT", "Piece", "count", "draw", "pieces"]
 
 #: Columns the body, quote and reactions are indented under the header.
 INDENT = 2
@@ -35,16 +35,6 @@ MIN_WIDTH = 4
 
 #: A text to wrap and the columns it is indented by.
 Piece = tuple[Text, int]
-
-
-def human_size(n: int) -> str:
-    """``1.2 MB``-style size for file attachments."""
-    size = float(n)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} bytes"  # pragma: no cover
 
 
 def _day(t: float) -> tuple[int, int, int]:
