@@ -9,9 +9,10 @@ objects live as long as the app; reference counting still frees them, only a
 cycle among them would wait for exit). A full pass then walks only what was
 made since: 10-20 ms instead of 45-100. Full passes also run whenever nobody has
 touched a key for a second, so fewer of the automatic ones fall while someone is
-scrolling. (Making the automatic ones rarer instead was tried and is worse: Textual
-leaves every drawn line as cyclic garbage, a ``Strip`` that caches itself, so a
-rarer pass has more to free and took up to 175 ms.)
+scrolling. (Making the automatic ones rarer instead was tried and was worse: Textual
+left most drawn lines as cyclic garbage, a ``Strip`` that caches itself, so a rarer
+pass had more to free and took up to 175 ms. ``lazy_strips`` now breaks that cycle, so
+little is left for a full pass to free while someone scrolls.)
 
 Only the real app uses this (the CLI starts it with ``tune_gc=True``): it changes
 process-wide settings, which a test process running many apps must not inherit.

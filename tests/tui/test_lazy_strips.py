@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from rich.segment import Segment
 from rich.style import Style
@@ -37,6 +39,24 @@ def test_a_strip_makes_a_cache_only_when_it_is_used() -> None:
     assert [part.text for part in strip.divide([3, 11])] == ["hel", "lo world"]
     assert strip.apply_style(Style(italic=True)).text == "hello world"
     assert strip.cell_length == 11 and strip.text == "hello world"
+
+
+def test_a_strip_that_answers_with_itself_does_not_keep_itself() -> None:
+    """No strip refers to itself through its caches, so reference counting frees it."""
+    assert lazy_strips.install()
+    strip = Strip([Segment("hello "), Segment("world", Style(bold=True))])
+    same_length = strip.extend_cell_length(11)
+    one_cut = strip.divide([11])
+    whole = strip.crop_extend(0, 11, None)
+    assert same_length is strip and whole is strip and one_cut == [strip]
+    del one_cut
+    holders = [ref for ref in gc.get_referrers(strip) if isinstance(ref, (dict, list))]
+    assert holders == []  # Textual's own FIFOCache would hold it: a cycle through itself
+    # Answers that are other strips are still cached.
+    part = strip.crop(2, 5)
+    assert part.text == "llo" and strip.crop(2, 5) is part
+    wider = strip.crop_extend(0, 14, None)
+    assert wider.cell_length == 14 and strip.crop_extend(0, 14, None) is wider
 
 
 def test_other_attributes_still_fail_as_usual() -> None:
