@@ -163,9 +163,12 @@ class BackchannelApp(App[None]):
         try:
             client = await self.client_factory.open(self.home, passphrase)
         except BackchannelError as exc:
-            if isinstance(self.screen, UnlockScreen):
-                self.screen.show_error(str(exc))
-            raise
+            if not isinstance(self.screen, UnlockScreen):
+                raise  # shown as a notification
+            # Said on the unlock screen, beside the field; not also as a notification,
+            # which would still be showing after the right passphrase opened the rooms.
+            self.screen.show_error(str(exc))
+            return
         await self._start(client)
 
     @work(exclusive=True, group="profile", exit_on_error=False, name="Creating the profile")

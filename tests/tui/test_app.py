@@ -69,6 +69,8 @@ async def test_unlock_wrong_then_right_passphrase(app_home: Path, build_app: Bui
         assert isinstance(app.screen, UnlockScreen)
         assert "Wrong passphrase" in str(app.screen.query_one("#unlock-error").render())
         assert app.client is None
+        # Said once, beside the field: no notification that would outlast the unlock.
+        assert not any("passphrase" in str(n.message).lower() for n in app._notifications)
         field.value = PASSPHRASE
         await pilot.press("enter")
         await wait_for_main(pilot)

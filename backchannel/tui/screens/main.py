@@ -231,7 +231,7 @@ class MainScreen(Screen[None]):
 
     def _set_empty_header(self) -> None:
         self.query_one("#room-header", Static).update(
-            "No rooms yet: ctrl+n opens one, ctrl+o joins one with an invite link."
+            "No rooms yet: ctrl+n opens one, ctrl+o joins one"
         )
 
     def _set_header(self, room: RoomSummary) -> None:
