@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -279,6 +280,15 @@ async def test_join_then_the_facilitator_approves_in_the_requests_dialog(
     assert isinstance(request_id, str) and request_id
 
     await eventually(lambda: alice.requests(room), timeout=20)
+    # The approval waits for a gate, so that Refresh is surely pressed while it runs.
+    gate = asyncio.Event()
+    approve = alice.approve
+
+    async def gated_approve(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await approve(*args, **kwargs)
+
+    alice.approve = gated_approve  # type: ignore[method-assign]
     approving = DialogHarness(alice, lambda c: RequestsDialog(c, room))
     async with approving.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -287,9 +297,12 @@ async def test_join_then_the_facilitator_approves_in_the_requests_dialog(
         safety = str(row.query_one(".safety", Static).render()).split()
         assert len(safety) == 12 and all(len(g) == 5 and g.isdigit() for g in safety)
         await click(pilot, "RequestRow .answer")  # Approve comes first
+        await click(pilot, "#refresh")  # while the approval runs: it must not cut it off
+        gate.set()
         await settle(pilot)
         assert not approving.screen.query("RequestRow")
         assert "No one is waiting" in _text(approving, "#empty")
+        assert any(n.message == "Approved." for n in approving._notifications)
     answer = await bob.wait_join(request_id, 20)
     assert answer is not None and answer.approved and answer.room == room
 

@@ -109,7 +109,10 @@ class RequestsDialog(Dialog[None]):
 
     @on(Button.Pressed, "#refresh")
     def _refresh(self) -> None:
-        self.load()
+        # Not while an answer runs: the worker group is exclusive, so a refresh would
+        # cancel it, and the answer's own refresh comes when it is done.
+        if not self.busy:
+            self.load()
 
     @on(Button.Pressed, ".answer")
     def _answer(self, event: Button.Pressed) -> None:
