@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DirectoryTree, Input, Label, Static
 
 from ...client import Client
-from ...views import MessageView
+from ...views import MessageView, human_size
 from ._base import Dialog
 from ._text import clean, plain
 
@@ -30,15 +30,6 @@ def default_download_dir() -> Path:
     """``~/Downloads`` if it exists, else the home directory."""
     downloads = Path.home() / "Downloads"
     return downloads if downloads.is_dir() else Path.home()
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} bytes"  # pragma: no cover - the loop always returns
 
 
 class SaveFileDialog(Dialog[Path | None]):
@@ -79,7 +70,7 @@ class SaveFileDialog(Dialog[Path | None]):
     def compose(self) -> ComposeResult:
         info = self.message.file
         name = info.name if info is not None else "file"
-        size = f" ({_size(info.size)})" if info is not None else ""
+        size = f" ({human_size(info.size)})" if info is not None else ""
         with Vertical(id="dialog"):
             yield Static(Text.assemble("Save ", plain(name, style="bold"), size), id="what")
             yield DirectoriesTree(self.start_dir, id="tree")
