@@ -87,8 +87,9 @@ class RequestsDialog(Dialog[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
             yield Static(
-                "Before approving, ask the person (by phone or in person) to read you the "
-                "safety number their app shows. Approve only if it matches.",
+                "Approve only people you invited: if a request is unexpected, check with "
+                "the person by a channel you trust. Once they are in, they see this same "
+                "safety number under your name; compare it with them and mark them verified.",
                 classes="hint",
                 markup=False,
             )
