@@ -149,7 +149,7 @@ class MessageChanged(ClientEvent):
 
 @dataclass(frozen=True, slots=True)
 class MembersChanged(ClientEvent):
-    """Members joined or left a room (ids)."""
+    """Members joined or left a room (ids), or, with both empty, a member's name changed."""
 
     room: str
     added: tuple[str, ...]

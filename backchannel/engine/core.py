@@ -539,6 +539,9 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
             fx.reactions.append((content.target, sender, content.emoji, content.remove))
             fx.events.append(MessageChanged(hex_id(room_id), hex_id(content.target)))
         elif isinstance(content, Profile):
+            if live.names.get(sender) != content.display_name:
+                # Say so: a members list on screen otherwise keeps "member 0eae8b".
+                fx.events.append(MembersChanged(hex_id(room_id), (), ()))
             fx.names[sender] = content.display_name
             fx.members_changed = True
 

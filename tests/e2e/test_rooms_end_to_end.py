@@ -19,7 +19,7 @@ from backchannel.store.records import Message, OutboxEntry
 from backchannel.store.repository import StoreTransaction
 from backchannel.transport.errors import Denied, Unreachable
 from backchannel.transport.session import MailboxCapability, RelaySession
-from backchannel.views import JoinAnswered, JoinRequested
+from backchannel.views import JoinAnswered, JoinRequested, MembersChanged
 from relay.app import create_app
 from tests.conftest import relay_config
 
@@ -93,6 +93,24 @@ async def test_create_invite_approve_chat_and_remove(people: dict[str, Person]) 
     assert "after Ben left" not in await _texts(ben, room) if _in_room(ben, room) else True
     with pytest.raises(BackchannelError):
         await ben.c.send(room, "let me back in")
+
+
+async def test_a_newcomer_is_told_when_it_learns_the_facilitators_name(
+    people: dict[str, Person],
+) -> None:
+    fac, ben = people["Farida"], people["Ben"]
+    room = (await fac.c.create_room("Names")).id
+    await _join(fac, ben, room)
+    # Farida's name reaches Ben in her announcement after the commit that added him.
+    # An event must say so, or a members list on Ben's screen keeps "member 0eae8b".
+    await eventually(
+        lambda: any(
+            isinstance(e, MembersChanged) and e.room == room and not (e.added or e.removed)
+            for e in ben.seen
+        ),
+        timeout=30,
+    )
+    assert "Farida" in {m.name for m in await ben.c.members(room)}
 
 
 async def test_a_denied_request_is_told_and_adds_no_one(people: dict[str, Person]) -> None:
