@@ -22,6 +22,7 @@ from backchannel.tui.dialogs.requests import RequestsDialog
 from backchannel.tui.dialogs.send_file import SendFileDialog
 from backchannel.tui.screens.lock import LockScreen
 from backchannel.tui.screens.main import MainScreen
+from backchannel.tui.widgets.member_list import MemberList
 from tests.e2e.harness import Person
 
 from .conftest import PASSPHRASE, wait_for, wait_for_main, wait_for_workers
@@ -172,8 +173,13 @@ async def test_a_facilitator_runs_a_room_from_the_app(
 
         # verify Ben, then remove him, from the member dialog
         ben_id = next(m.id for m in await peer.c.members(room) if m.me)
-        main._open("member", "MemberDialog", app.client, room, ben_id)  # as a click does
+        members = main.query_one("#members", MemberList)
+        members.focus()  # as Tab reaches it: the first member is highlighted at once
+        await wait_for(pilot, lambda: members.highlighted == 0)
+        await pilot.press(*["down"] * [m.id for m in members.members].index(ben_id), "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, MemberDialog))
+        dialog = app.screen
+        assert isinstance(dialog, MemberDialog) and dialog.member_id == ben_id
         await wait_for_workers(pilot)
         await _click(pilot, app, "#verify")
         await wait_for_workers(pilot)

@@ -53,6 +53,12 @@ class MemberList(OptionList):
         self.clear_options()
         self.add_options(Option(member_label(m), id=m.id) for m in members)
 
+    def on_focus(self) -> None:
+        # Reached by Tab, the list highlighted no one, so Enter did nothing until an
+        # arrow key was pressed first.
+        if self.highlighted is None and self.option_count:
+            self.highlighted = 0
+
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         if event.option.id is not None:
