@@ -230,3 +230,21 @@ async def test_ten_thousand_messages_scroll_with_bounded_lines(
         await pilot.pause()
         assert conv.messages[-1].text.startswith(f"message {total - 1}")
         assert len({m.id for m in conv.messages}) == len(conv.messages)
+
+
+async def test_an_empty_room_says_why_until_its_first_message(
+    app_home: Path, room: str, peer: Person, build_app: Build
+) -> None:
+    app = build_app(app_home, passphrase=PASSPHRASE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        main = await _open_room(pilot, app, room)
+        conv = main.conversation
+
+        def shown() -> str:
+            return " ".join(conv.render_line(y).text.strip() for y in range(4))
+
+        assert "No messages here yet." in shown()
+        assert "only what is sent after they join" in shown()
+        await peer.c.send(room, "first words")
+        await wait_for(pilot, lambda: "first words" in shown())
+        assert "No messages here yet." not in shown()

@@ -32,6 +32,13 @@ from ..widgets.status_bar import ConnectionStatus
 
 __all__ = ["MainScreen"]
 
+#: What an open room with no messages shows: new members never see what came before
+#: they joined (each epoch's keys are new), so an empty room may not be a new one.
+EMPTY_ROOM = (
+    " No messages here yet.",
+    " Members see only what is sent after they join.",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class _Opening:
@@ -270,6 +277,7 @@ class MainScreen(Screen[None]):
             has_older=opening.has_older,
             new_marker=marker,
             members={m.id: m for m in opening.members},
+            empty=EMPTY_ROOM,
         )
         self.query_one(MemberList).set_members(opening.members)
         self.refresh_bindings()

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
@@ -166,6 +167,7 @@ class Conversation(ScrollView, can_focus=True):
         self._members: dict[str, MemberView] = {}
         self._new_marker: str | None = None
         self._selected: str | None = None
+        self._empty: tuple[str, ...] = ()
         self._pass: tuple[int, int, Style, Style] | None = None
         self._warm_scheduled = False
         self._rewrapping = False
@@ -229,8 +231,13 @@ class Conversation(ScrollView, can_focus=True):
         has_older: bool,
         new_marker: str | None = None,
         members: dict[str, MemberView] | None = None,
+        empty: tuple[str, ...] = (),
     ) -> None:
-        """Show a new room: ``messages`` are its newest page, oldest first."""
+        """Show a new room: ``messages`` are its newest page, oldest first.
+
+        ``empty`` are lines to show while the room has no messages at all.
+        """
+        self._empty = empty
         self._messages = list(messages)
         self._has_older = has_older
         self._dropped = []
@@ -399,6 +406,9 @@ class Conversation(ScrollView, can_focus=True):
         width, top, base, selected = self._pass or self._begin_pass()
         line = top + y
         if not 0 <= line < self._total:
+            if not self._total and not self._has_older and 0 < line <= len(self._empty):
+                hint = Strip([Segment(self._empty[line - 1], base + self._style("meta"))])
+                return hint.crop_extend(0, width, base)
             return Strip.blank(width, base)
         i = bisect_right(self._offsets, line) - 1
         strip = self._block(i)[line - self._offsets[i]]
