@@ -149,7 +149,7 @@ class MessageChanged(ClientEvent):
 
 @dataclass(frozen=True, slots=True)
 class MembersChanged(ClientEvent):
-    """Members joined or left a room (ids), or, with both empty, a member's name changed."""
+    """Members joined or left a room (ids)."""
 
     room: str
     added: tuple[str, ...]
@@ -158,7 +158,7 @@ class MembersChanged(ClientEvent):
 
 @dataclass(frozen=True, slots=True)
 class RoomChanged(ClientEvent):
-    """A room's title, rules or roles changed, or a room was added to the list."""
+    """A room's title, rules, roles or a member's name changed, or a room was added."""
 
     room: str
 

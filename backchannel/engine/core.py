@@ -541,7 +541,8 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
         elif isinstance(content, Profile):
             if live.names.get(sender) != content.display_name:
                 # Say so: a members list on screen otherwise keeps "member 0eae8b".
-                fx.events.append(MembersChanged(hex_id(room_id), (), ()))
+                # Not MembersChanged: nobody joined or left, only an MLS commit says that.
+                fx.events.append(RoomChanged(hex_id(room_id)))
             fx.names[sender] = content.display_name
             fx.members_changed = True
 

@@ -96,8 +96,14 @@ class Net:
         for m in members:
             await self.join(fac, m, room)
         ids = {m.c.identity.identity_id for m in (fac, *members)}
+        names = {m.name for m in (fac, *members)}
         for p in (fac, *members):
             await eventually(lambda p=p: p.state(room)[2] == ids and _same(fac, p, room), 30)
+        for p in (fac, *members):
+            # Every name announced after the joins has arrived and its event been read,
+            # so a test starts from a room with nothing legitimate still on its way.
+            await eventually(lambda p=p: _knows_names(p, room, names), 30)
+            await eventually(lambda p=p: p.c._events.empty(), 30)
         return room
 
     async def join(self, fac: Party, joiner: Party, room: str) -> None:
@@ -124,6 +130,10 @@ def _writable(p: Party, room: str) -> bool:
     except KeyError:
         return False
     return cap is not None and cap.write is not None
+
+
+async def _knows_names(p: Party, room: str, names: set[str]) -> bool:
+    return {m.name for m in await p.c.members(room)} == names
 
 
 def _same(a: Party, b: Party, room: str) -> bool:

@@ -419,6 +419,8 @@ class MainScreen(Screen[None]):
             self.conversation.replace(fresh)
 
     def on_room_updated(self, event: msg.RoomUpdated) -> None:
+        if event.room == self.room_id:
+            self.refresh_members()  # roles and names are shown there
         self.refresh_rooms(select_first=self.room_id is None)
 
     def on_members_updated(self, event: msg.MembersUpdated) -> None:
