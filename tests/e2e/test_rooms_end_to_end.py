@@ -104,6 +104,7 @@ async def test_a_newcomer_is_told_when_it_learns_the_facilitators_name(
     # Farida's name reaches Ben in her announcement after the commit that added him
     # (his room appeared, with a RoomChanged, before his join was answered). An event
     # must say so, or a members list on Ben's screen keeps "member 0eae8b".
+    await wait_event(ben, JoinAnswered)  # read from Ben's event stream, not only answered
     joined = next(i for i, e in enumerate(ben.seen) if isinstance(e, JoinAnswered))
     await eventually(
         lambda: any(isinstance(e, RoomChanged) and e.room == room for e in ben.seen[joined:]),
