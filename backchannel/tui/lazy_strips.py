@@ -18,6 +18,7 @@ most drawn lines reference cycles: garbage only the cycle collector could free. 
 scroll through 10,000 messages that was about 9,000 objects for each full collection,
 5-10 ms of every frame it fell in; without the cycles, the strips go as soon as they
 are dropped, and the young collections that fell inside frames went from ~620 to ~95.
+
 This reaches into Textual, so it is guarded: it applies only to the ``Strip`` it was
 written against (the same slots and the same constructor). Any other Textual is left
 alone, and ``tests/tui/test_lazy_strips.py`` fails so that someone looks again.
