@@ -572,6 +572,15 @@ class Client:
             return await stored_views.message_views(self.store, self.identity.identity_id, page)
         return await self.engine.history(self.engine.resolve_room(room), limit, before)
 
+    def dropped_content(self, room: str) -> dict[str, int]:
+        """What this device refused of a room's content since it loaded, by reason.
+
+        Members' messages that broke the room's rules: an edit, delete or file chunk
+        aimed at someone else's message, a reaction or reply naming the wrong author,
+        an observer posting. Counted here, never shown as messages.
+        """
+        return self.engine.dropped_content(self.engine.resolve_room(room))
+
     async def search(self, room: str, query: str, *, limit: int = 50) -> list[MessageView]:
         """Messages of a room containing every word of ``query``, newest first."""
         return await self.engine.search(self.engine.resolve_room(room), query, limit)

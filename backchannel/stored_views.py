@@ -49,20 +49,24 @@ def message_view(
     complete: bool | None = None,
     reactions: Sequence[tuple[str, bytes]] = (),
 ) -> MessageView:
-    """One stored message as a UI shows it (``me``: this device's member id)."""
+    """One stored message as a UI shows it (``me``: this device's member id).
+
+    Its ``id`` and ``reply_to`` are message refs (:func:`~.store.records.message_ref`),
+    which bind each message to its author: two members' messages never share one.
+    """
     file = None
     if m.kind == "file" and m.attachments is not None:
         meta = msgpack.unpackb(m.attachments, raw=False)
         file = FileInfo(str(meta["name"]), int(meta["size"]), bool(complete))
     return MessageView(
-        m.message_id.hex(),
+        m.ref.hex(),
         m.room_id.hex(),
         m.sender_id.hex(),
         m.sender_name,
         m.body,
         m.sent_at,
         m.kind,
-        m.reply_to.hex() if m.reply_to else None,
+        reply.hex() if (reply := m.reply_ref) is not None else None,
         m.edited_at is not None,
         m.deleted,
         m.outgoing,
@@ -76,22 +80,19 @@ async def message_views(store: Store, me: bytes, messages: Sequence[Message]) ->
     """Stored messages as views, with their reactions and whether their files are whole."""
     by_room: dict[bytes, list[bytes]] = {}
     for m in messages:
-        by_room.setdefault(m.room_id, []).append(m.message_id)
+        by_room.setdefault(m.room_id, []).append(m.ref)
     reactions: dict[tuple[bytes, bytes], list[tuple[str, bytes]]] = {}
-    for room_id, ids in by_room.items():
-        for mid, pairs in (await store.reactions(room_id, ids)).items():
-            reactions[(room_id, mid)] = pairs
+    for room_id, refs in by_room.items():
+        for ref, pairs in (await store.reactions(room_id, refs)).items():
+            reactions[(room_id, ref)] = pairs
     out = []
     for m in messages:
         complete = None
         if m.kind == "file" and m.attachments is not None:
             n = int(msgpack.unpackb(m.attachments, raw=False)["n"])
-            complete = await store.attachment_chunks(m.room_id, m.message_id) >= n
-        out.append(
-            message_view(
-                m, me, complete=complete, reactions=reactions.get((m.room_id, m.message_id), ())
-            )
-        )
+            complete = await store.attachment_chunks(m.room_id, m.ref) >= n
+        pairs = reactions.get((m.room_id, m.ref), ())
+        out.append(message_view(m, me, complete=complete, reactions=pairs))
     return out
 
 

@@ -1,7 +1,9 @@
 """What the client façade hands to UIs: plain values for rooms, messages, members and events.
 
 Ids are lowercase hex strings (room ids, member ids, message ids, request ids), so
-a UI never handles raw bytes and the CLI's ``--json`` output is these fields.
+a UI never handles raw bytes and the CLI's ``--json`` output is these fields. A
+message's id is its *ref*, which binds the sender's chosen id to the sender
+(``store.records.message_ref``): members can choose the same id, never the same ref.
 Nothing here holds a key.
 """
 

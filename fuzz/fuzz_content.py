@@ -32,9 +32,10 @@ MID, TS = b"m" * 16, 1_700_000_000_000
 def seeds() -> list[bytes]:
     contents = [
         Text(MID, TS, "hello"),
+        Text(MID, TS, "a reply", b"r" * 16, b"a" * 16),
         Edit(MID, TS, b"t" * 16, "edited"),
         Delete(MID, TS, b"t" * 16),
-        Reaction(MID, TS, b"t" * 16, "+1"),
+        Reaction(MID, TS, b"t" * 16, b"a" * 16, "+1"),
         FileManifest(MID, TS, "report.pdf", 1000, b"h" * 32, 4096, "application/pdf"),
     ]
     out = [encode_content(c) for c in contents]

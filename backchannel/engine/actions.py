@@ -84,7 +84,7 @@ class RoomActions:
                 wire,
                 self._now(),
                 room_id=live.record.room_id,
-                message_id=store_message.message_id if store_message is not None else None,
+                ref=store_message.ref if store_message is not None else None,
             )
             state = live.room.to_bytes()
             try:
@@ -102,10 +102,11 @@ class RoomActions:
 
     async def send_text(self, room_id: bytes, text: str, reply_to: str | None) -> MessageView:
         live = self._require(room_id)
-        reply = parse_id(reply_to, "message") if reply_to else None
+        quoted = await self._message_by_ref(room_id, reply_to) if reply_to else None
+        reply = (quoted.message_id, quoted.sender_id) if quoted is not None else (None, None)
         now = self._now()
         try:
-            content = Text(new_message_id(), int(now * 1000), text, reply)
+            content = Text(new_message_id(), int(now * 1000), text, *reply)
         except (TypeError, ValueError) as exc:
             raise BackchannelError(f"This message cannot be sent: {exc}.") from None
         m = Message(
@@ -117,8 +118,9 @@ class RoomActions:
             now,
             "text",
             text,
-            reply,
+            reply[0],
             outgoing=True,
+            reply_author=reply[1],
         )
         await self._post(live, content, store_message=m)
         view = self._view(m)
@@ -128,45 +130,61 @@ class RoomActions:
     async def edit(self, room_id: bytes, message: str, text: str) -> None:
         live = self._require(room_id)
         target = await self._own_message(room_id, message)
+        if target.kind != "text":
+            raise BackchannelError("Only text messages can be edited.")
         now = self._now()
         try:
-            content = Edit(new_message_id(), int(now * 1000), target, text)
+            content = Edit(new_message_id(), int(now * 1000), target.message_id, text)
         except (TypeError, ValueError) as exc:
             raise BackchannelError(f"This edit cannot be sent: {exc}.") from None
         await self._post(live, content, store_message=None)
-        await self.store.edit_message(room_id, target, text, now)
-        self._emit(MessageChanged(hex_id(room_id), hex_id(target)))
+        await self.store.edit_message(room_id, self._me, target.message_id, text, now)
+        self._emit(MessageChanged(hex_id(room_id), hex_id(target.ref)))
 
     async def delete(self, room_id: bytes, message: str) -> None:
         live = self._require(room_id)
         target = await self._own_message(room_id, message)
         now = self._now()
-        await self._post(
-            live, Delete(new_message_id(), int(now * 1000), target), store_message=None
-        )
-        await self.store.delete_message(room_id, target)
-        self._emit(MessageChanged(hex_id(room_id), hex_id(target)))
+        content = Delete(new_message_id(), int(now * 1000), target.message_id)
+        await self._post(live, content, store_message=None)
+        await self.store.delete_message(room_id, self._me, target.message_id)
+        self._emit(MessageChanged(hex_id(room_id), hex_id(target.ref)))
 
     async def react(self, room_id: bytes, message: str, emoji: str, remove: bool) -> None:
         live = self._require(room_id)
-        target = parse_id(message, "message")
-        if await self.store.message(room_id, target) is None:
-            raise BackchannelError("There is no such message in this room.")
+        target = await self._message_by_ref(room_id, message)
+        if target.deleted:
+            raise BackchannelError("That message was deleted.")
         now = self._now()
         try:
-            content = Reaction(new_message_id(), int(now * 1000), target, emoji, remove)
+            content = Reaction(
+                new_message_id(),
+                int(now * 1000),
+                target.message_id,
+                target.sender_id,
+                emoji,
+                remove,
+            )
         except (TypeError, ValueError) as exc:
             raise BackchannelError(f"That reaction cannot be sent: {exc}.") from None
         await self._post(live, content, store_message=None)
-        await self.store.set_reaction(room_id, target, self._me, emoji, remove=remove, at=now)
-        self._emit(MessageChanged(hex_id(room_id), hex_id(target)))
+        await self.store.set_reaction(
+            room_id, target.sender_id, target.message_id, self._me, emoji, remove=remove, at=now
+        )
+        self._emit(MessageChanged(hex_id(room_id), hex_id(target.ref)))
 
-    async def _own_message(self, room_id: bytes, message: str) -> bytes:
-        target = parse_id(message, "message")
-        stored = await self.store.message(room_id, target)
+    async def _message_by_ref(self, room_id: bytes, message: str) -> Message:
+        """The stored message a UI names (by its ref: author and id together)."""
+        stored = await self.store.message(room_id, parse_id(message, "message"))
+        if stored is None:
+            raise BackchannelError("There is no such message in this room.")
+        return stored
+
+    async def _own_message(self, room_id: bytes, message: str) -> Message:
+        stored = await self.store.message(room_id, parse_id(message, "message"))
         if stored is None or stored.sender_id != self._me:
             raise BackchannelError("You can only change your own messages.")
-        return target
+        return stored
 
     async def send_file(self, room_id: bytes, path: Path) -> MessageView:
         live = self._require(room_id)
@@ -219,19 +237,18 @@ class RoomActions:
         for chunk in chunks:
             await self._post(live, chunk, store_message=None)
             await self.store.put_attachment_chunk(
-                room_id, manifest.message_id, chunk.index, chunk.data
+                room_id, self._me, manifest.message_id, chunk.index, chunk.data
             )
         view = self._view(m, complete=True)
         self._emit(NewMessage(view))
         return view
 
     async def save_file(self, room_id: bytes, message: str, destination: Path) -> Path:
-        mid = parse_id(message, "message")
-        stored = await self.store.message(room_id, mid)
+        stored = await self.store.message(room_id, parse_id(message, "message"))
         if stored is None or stored.kind != "file" or stored.attachments is None:
             raise BackchannelError("That message has no file.")
         meta = msgpack.unpackb(stored.attachments, raw=False)
-        data = await self.store.attachment(room_id, mid)
+        data = await self.store.attachment(room_id, stored.ref)
         if len(data) != meta["size"] or not hmac.compare_digest(
             hashlib.sha256(data).digest(), bytes(meta["sha256"])
         ):
@@ -389,6 +406,9 @@ class RoomActions:
         await self._commit(live, lambda r, now: r.self_update(now=now))
 
     # -- reading ----------------------------------------------------------------------------
+
+    def dropped_content(self, room_id: bytes) -> dict[str, int]:
+        return dict(self._require(room_id).dropped)
 
     def resolve_room(self, room: str) -> bytes:
         """A room id from its hex id or an unambiguous title.

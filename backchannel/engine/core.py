@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import msgpack
@@ -48,7 +48,8 @@ from ..rooms.invites import (
 from ..rooms.policy import JoinApproval, RemoveMember, Role
 from ..rooms.room import Room, message_epoch
 from ..store import Store
-from ..store.records import Message, OutboxEntry
+from ..store.errors import UnknownRecord
+from ..store.records import Message, OutboxEntry, message_ref
 from ..store.records import Room as RoomRecord
 from ..transport.capability import MailboxCapability
 from ..transport.connection import RelayConnection
@@ -80,13 +81,31 @@ from .state import (
     REQUEST_SECONDS,
     ROLE_NAMES,
     WRITE_CAP_KEY,
+    Chunk,
+    ContentChange,
+    Deleted,
+    Edited,
     Effects,
     Live,
+    Reacted,
     hex_id,
 )
 from .watching import FORK_TEXT, Watching
 
 __all__ = ["Engine"]
+
+
+@dataclass(slots=True)
+class _Applied:
+    """What writing one batch of content did, for the events sent after it commits."""
+
+    #: ref -> the message as stored (None: a replay, not stored again)
+    stored: dict[bytes, Message | None] = field(default_factory=dict)
+    #: refs of messages edited, deleted, reacted to or given a chunk
+    changed: dict[bytes, None] = field(default_factory=dict)
+    #: reasons, one per change refused
+    dropped: list[str] = field(default_factory=list)
+
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,8 +128,8 @@ class _Source:
             if blob is None:
                 continue  # its room moved: it is retargeted when the move is read
             self._sent[e.idempotency_key] = (e.mailbox_id, blob)
-            if e.room_id is not None and e.message_id is not None:
-                self._messages[e.idempotency_key] = (e.room_id, e.message_id)
+            if e.room_id is not None and e.ref is not None:
+                self._messages[e.idempotency_key] = (e.room_id, e.ref)
             items.append(
                 OutboxItem(e.idempotency_key, e.mailbox_id, blob, ttl=self._engine.ttl_for(e))
             )
@@ -434,6 +453,7 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                 ):
                     fx.commit_leaves = True
             elif isinstance(ev, rev.ContentDropped):
+                live.dropped[ev.reason] += 1
                 _log.info("room content was dropped by the room rules")
             elif isinstance(ev, rev.ForkDetected):
                 self._warn(live, fx, "fork", ev.epoch, FORK_TEXT)
@@ -461,9 +481,9 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
             live.behind = None
         return fx
 
-    def message_delivered(self, room_id: bytes, message_id: bytes) -> None:
-        """The relay acknowledged one of this member's messages: tell the UI."""
-        self._emit(MessageChanged(hex_id(room_id), hex_id(message_id)))
+    def message_delivered(self, room_id: bytes, ref: bytes) -> None:
+        """The relay acknowledged one of this member's messages (by ref): tell the UI."""
+        self._emit(MessageChanged(hex_id(room_id), hex_id(ref)))
 
     def wire_blob(self, entry: OutboxEntry) -> bytes | None:
         """What a queued post sends: room messages are sealed for their room's mailbox.
@@ -498,8 +518,9 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                 content.body,
                 content.reply_to,
                 outgoing=outgoing,
+                reply_author=content.reply_author,
             )
-            fx.messages.append(m)
+            fx.content.append(m)
             fx.events.append(NewMessage(self._view(m)))
         elif isinstance(content, FileManifest):
             meta = msgpack.packb(
@@ -525,19 +546,22 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                 meta,
                 outgoing=outgoing,
             )
-            fx.messages.append(m)
+            fx.content.append(m)
             fx.events.append(NewMessage(self._view(m)))
+        # The room layer let an edit, delete or chunk through only if its target is a
+        # message of the same sender; the store is asked by (sender, id) all the same.
         elif isinstance(content, FileChunk):
-            fx.chunks.append((content.file_id, content.index, content.data))
+            fx.content.append(Chunk(sender, content.file_id, content.index, content.data))
         elif isinstance(content, Edit):
-            fx.edits.append((content.target, content.body, sent_at))
-            fx.events.append(MessageChanged(hex_id(room_id), hex_id(content.target)))
+            fx.content.append(Edited(sender, content.target, content.body, sent_at))
         elif isinstance(content, Delete):
-            fx.deletes.append(content.target)
-            fx.events.append(MessageChanged(hex_id(room_id), hex_id(content.target)))
+            fx.content.append(Deleted(sender, content.target))
         elif isinstance(content, Reaction):
-            fx.reactions.append((content.target, sender, content.emoji, content.remove))
-            fx.events.append(MessageChanged(hex_id(room_id), hex_id(content.target)))
+            fx.content.append(
+                Reacted(
+                    content.target_author, content.target, sender, content.emoji, content.remove
+                )
+            )
         elif isinstance(content, Profile):
             if live.names.get(sender) != content.display_name:
                 # Say so: a members list on screen otherwise keeps "member 0eae8b".
@@ -580,20 +604,12 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
         )
         live.names.update(fx.names)
         verification: list[ClientEvent] = []
+        applied = _Applied()
         try:
             async with self.store.transaction() as tx:
                 await tx.put_room(record)
-                for m in fx.messages:
-                    await tx.add_message(m)
-                for target, body, at in fx.edits:
-                    await tx.edit_message(room_id, target, body, at)
-                for target in fx.deletes:
-                    await tx.delete_message(room_id, target)
-                for target, sender, emoji, remove in fx.reactions:
-                    await tx.set_reaction(room_id, target, sender, emoji, remove=remove, at=now)
-                for file_id, index, data in fx.chunks:
-                    with contextlib.suppress(Exception):  # a chunk of an unknown file is dropped
-                        await tx.put_attachment_chunk(room_id, file_id, index, data)
+                for change in fx.content:
+                    await self._apply_change(tx, room_id, change, now, applied)
                 if fx.members_changed or fx.removed or fx.moved_to is not None:
                     verification = await self._sync_members(tx, live)
                 for entry in fx.outbox:
@@ -612,13 +628,78 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
             raise
         live.record = record
         live.epoch_changed.set()
+        for why in applied.dropped:
+            live.dropped[why] += 1
+            _log.info("room content was dropped: it referred to a message it may not touch")
         for event in (*fx.events, *verification):
+            if isinstance(event, NewMessage):
+                # Shown once, as stored: a replay of a (sender, id) already here is not new.
+                m = applied.stored.get(bytes.fromhex(event.message.id))
+                if m is None:
+                    continue
+                event = NewMessage(self._view(m))
             self._emit(event)
-        if fx.chunks:
-            for file_id in {c[0] for c in fx.chunks}:
-                self._emit(MessageChanged(hex_id(room_id), hex_id(file_id)))
+        for ref in applied.changed:  # after NewMessage: one changed in its own batch too
+            self._emit(MessageChanged(hex_id(room_id), hex_id(ref)))
         if fx.outbox:
             self._outbox.notify()
+
+    async def _apply_change(
+        self, tx: Any, room_id: bytes, change: ContentChange, now: float, out: _Applied
+    ) -> None:
+        """Write one received message or change, addressed by (author, id), into ``tx``."""
+        if isinstance(change, Message):
+            m, why = await self._checked_reply(tx, change)
+            if why is not None:
+                out.dropped.append(why)
+            out.stored[m.ref] = m if await tx.add_message(m) else None
+            return
+        if isinstance(change, Edited):
+            ref = message_ref(change.sender, change.target)
+            done = await tx.edit_message(
+                room_id, change.sender, change.target, change.body, change.at
+            )
+        elif isinstance(change, Deleted):
+            ref = message_ref(change.sender, change.target)
+            done = await tx.delete_message(room_id, change.sender, change.target)
+        elif isinstance(change, Reacted):
+            ref = message_ref(change.author, change.target)
+            done = await tx.set_reaction(
+                room_id, change.author, change.target, change.sender, change.emoji,
+                remove=change.remove, at=now,
+            )  # fmt: skip
+            if not done:
+                out.dropped.append("A reaction named a message its author never sent here.")
+        else:
+            ref = message_ref(change.sender, change.file_id)
+            try:
+                await tx.put_attachment_chunk(
+                    room_id, change.sender, change.file_id, change.index, change.data
+                )
+                done = True
+            except UnknownRecord:  # a chunk of a file its sender never announced here
+                done = False
+                out.dropped.append("A file chunk named a file its sender never sent here.")
+        if done:
+            out.changed[ref] = None
+
+    async def _checked_reply(self, tx: Any, m: Message) -> tuple[Message, str | None]:
+        """``m`` without its reply link if that names the wrong author, with the reason.
+
+        A reply names ``(author, id)``. When this room has a message with that id but
+        only from someone else, the sender got the author wrong or is trying to pin
+        words on a member: the link is dropped (the text stays) and counted. A reply
+        to a message not stored here (sent before we joined, or erased) keeps its link.
+        """
+        if m.reply_to is None or m.reply_author is None:
+            return m, None
+        if await tx.message(m.room_id, message_ref(m.reply_author, m.reply_to)) is not None:
+            return m, None
+        if not await tx.message_id_used(m.room_id, m.reply_to):
+            return m, None
+        return replace(m, reply_to=None, reply_author=None), (
+            "A reply named the wrong author for the message it answers."
+        )
 
     def _restore(self, live: Live) -> None:
         """Reset a room in memory to its last saved state."""
@@ -825,4 +906,4 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
             if live is not None:
                 self._spawn(self._expect_move(live, item.mailbox))
             return
-        self._emit(Alert(None, f"The relay refused a message ({exc.code})."))
+        self._emit(Alert(None, exc.sentence("a message")))

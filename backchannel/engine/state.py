@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -31,8 +32,13 @@ __all__ = [
     "REQUEST_SECONDS",
     "ROLE_NAMES",
     "WRITE_CAP_KEY",
+    "Chunk",
+    "ContentChange",
+    "Deleted",
+    "Edited",
     "Effects",
     "Live",
+    "Reacted",
     "hex_id",
     "parse_id",
 ]
@@ -93,18 +99,54 @@ class Live:
     expected: dict[int, bytes] = field(default_factory=dict)
     #: SHA-256 of recently seen entries, by seq (bounded), to check late acknowledgements.
     recent: dict[int, bytes] = field(default_factory=dict)
+    #: Content dropped since this room was loaded, by reason (never by sender or id).
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+# A received change names the author of the message it touches: an edit, a delete or
+# a file chunk only ever its own sender's (``sender``), a reaction the author it names.
+
+
+@dataclass(frozen=True, slots=True)
+class Edited:
+    sender: bytes
+    target: bytes
+    body: str = field(repr=False)
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    sender: bytes
+    target: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reacted:
+    author: bytes
+    target: bytes
+    sender: bytes
+    emoji: str
+    remove: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    sender: bytes
+    file_id: bytes
+    index: int
+    data: bytes = field(repr=False)
+
+
+ContentChange = Message | Edited | Deleted | Reacted | Chunk
 
 
 @dataclass(slots=True)
 class Effects:
     """What processing one entry (or one own commit) does, applied in one transaction."""
 
-    messages: list[Message] = field(default_factory=list)
-    edits: list[tuple[bytes, str, float]] = field(default_factory=list)
-    deletes: list[bytes] = field(default_factory=list)
-    #: ``(target, sender, emoji, remove)``
-    reactions: list[tuple[bytes, bytes, str, bool]] = field(default_factory=list)
-    chunks: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    #: New messages and changes to messages, in the order they were received.
+    content: list[ContentChange] = field(default_factory=list)
     names: dict[bytes, str] = field(default_factory=dict)
     events: list[ClientEvent] = field(default_factory=list)
     outbox: list[OutboxEntry] = field(default_factory=list)

@@ -14,9 +14,16 @@ version does not know decodes into :class:`Unknown`, which keeps the original
 bytes so a later version can read it. Fields a type does not know are ignored, so
 types can grow optional fields without a version bump.
 
-What this module cannot check, the caller must: that an edit or delete comes from
-the sender of its target, that the sender may post at all (``policy.may_post``),
-and that ``(sender, message id)`` was not seen before (replays inside MLS).
+A message is identified by its author *and* its id, never by the id alone: ids
+are chosen by senders, so a hostile member can reuse anyone's. References name
+both where the target may be someone else's (a reply's ``reply_author``, a
+reaction's ``target_author``); an edit, a delete and a file chunk can only refer
+to a message of their own sender, so they carry the id alone.
+
+What this module cannot check, the caller must: that an edit, delete or chunk's
+target is a message of the same sender, that the sender may post at all
+(``policy.may_post``), and that ``(sender, message id)`` was not seen before
+(replays inside MLS).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ __all__ = [
     "CONTENT_VERSION",
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_MAX_FILE_BYTES",
+    "MAX_AUTHOR_BYTES",
     "MAX_BODY_BYTES",
     "MAX_CHUNK_BYTES",
     "MAX_EMOJI_BYTES",
@@ -74,6 +82,8 @@ __all__ = [
 CONTENT_VERSION: Final = 1
 #: Length of a message id.
 MESSAGE_ID_BYTES: Final = 16
+#: Largest member id a reference may name (as ``policy.MAX_MEMBER_ID_BYTES``).
+MAX_AUTHOR_BYTES: Final = 255
 #: Largest text body (text and edit), in UTF-8 bytes.
 MAX_BODY_BYTES: Final = 16384
 #: Largest reaction, in UTF-8 bytes (enough for long ZWJ emoji sequences).
@@ -134,7 +144,7 @@ class Content(ABC):  # a family marker (as h11's Event): it needs no abstract me
 
 @dataclass(frozen=True, slots=True)
 class Text(Content):
-    """A text message, optionally a reply."""
+    """A text message, optionally a reply to ``(reply_author, reply_to)``."""
 
     #: Random 16-byte id, unique per sender.
     message_id: bytes
@@ -142,19 +152,24 @@ class Text(Content):
     sent_at_ms: int
     #: The text, up to :data:`MAX_BODY_BYTES` of UTF-8 (newlines and tabs allowed).
     body: str
-    #: The message this one answers, if any.
+    #: The id of the message this one answers, if any.
     reply_to: bytes | None = None
+    #: The member id of that message's author; set exactly when ``reply_to`` is.
+    reply_author: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_common(self.message_id, self.sent_at_ms)
         check_text(self.body, "body", 0, MAX_BODY_BYTES, multiline=True)
-        if self.reply_to is not None:
+        if (self.reply_to is None) != (self.reply_author is None):
+            raise ValueError("reply_to and reply_author go together")
+        if self.reply_to is not None and self.reply_author is not None:
             check_bytes(self.reply_to, "reply_to", MESSAGE_ID_BYTES, MESSAGE_ID_BYTES)
+            check_bytes(self.reply_author, "reply_author", 1, MAX_AUTHOR_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
 class Edit(Content):
-    """A new body for an earlier text of the same sender."""
+    """A new body for an earlier text of the same sender (``target`` is one of its ids)."""
 
     message_id: bytes
     sent_at_ms: int
@@ -185,12 +200,14 @@ class Delete(Content):
 
 @dataclass(frozen=True, slots=True)
 class Reaction(Content):
-    """An emoji reaction to a message, or its withdrawal."""
+    """An emoji reaction to the message ``(target_author, target)``, or its withdrawal."""
 
     message_id: bytes
     sent_at_ms: int
-    #: The message reacted to.
+    #: The id of the message reacted to.
     target: bytes
+    #: The member id of that message's author.
+    target_author: bytes
     #: The emoji: 1 to 32 UTF-8 bytes, at most 16 code points, no spaces or controls.
     emoji: str
     #: True to withdraw an earlier reaction with this emoji.
@@ -199,6 +216,7 @@ class Reaction(Content):
     def __post_init__(self) -> None:
         _check_common(self.message_id, self.sent_at_ms)
         check_bytes(self.target, "target", MESSAGE_ID_BYTES, MESSAGE_ID_BYTES)
+        check_bytes(self.target_author, "target_author", 1, MAX_AUTHOR_BYTES)
         _check_emoji(self.emoji)
         if not isinstance(self.remove, bool):
             raise TypeError("remove must be a bool")
@@ -333,12 +351,17 @@ def encode_content(content: Content) -> bytes:
         m = _common(content, "text") | {"body": content.body}
         if content.reply_to is not None:
             m["reply_to"] = content.reply_to
+            m["reply_author"] = content.reply_author
     elif isinstance(content, Edit):
         m = _common(content, "edit") | {"target": content.target, "body": content.body}
     elif isinstance(content, Delete):
         m = _common(content, "delete") | {"target": content.target}
     elif isinstance(content, Reaction):
-        m = _common(content, "reaction") | {"target": content.target, "emoji": content.emoji}
+        m = _common(content, "reaction") | {
+            "target": content.target,
+            "target_author": content.target_author,
+            "emoji": content.emoji,
+        }
         if content.remove:
             m["remove"] = True
     elif isinstance(content, FileManifest):
@@ -393,7 +416,9 @@ def decode_content(padded: bytes) -> Content:
 
 def _text(f: Fields, mid: bytes, ts: int) -> Content:
     reply_to = f.optional_bytes("reply_to", MESSAGE_ID_BYTES, MESSAGE_ID_BYTES)
-    return Text(mid, ts, f.get_str("body", 0, MAX_BODY_BYTES, text=True), reply_to)
+    author = f.optional_bytes("reply_author", 1, MAX_AUTHOR_BYTES)
+    body = f.get_str("body", 0, MAX_BODY_BYTES, text=True)
+    return Text(mid, ts, body, reply_to, author)
 
 
 def _edit(f: Fields, mid: bytes, ts: int) -> Content:
@@ -407,8 +432,9 @@ def _delete(f: Fields, mid: bytes, ts: int) -> Content:
 
 def _reaction(f: Fields, mid: bytes, ts: int) -> Content:
     target = f.get_bytes("target", MESSAGE_ID_BYTES, MESSAGE_ID_BYTES)
+    author = f.get_bytes("target_author", 1, MAX_AUTHOR_BYTES)
     remove = f.get_bool("remove") if f.has("remove") else False
-    return Reaction(mid, ts, target, f.get_str("emoji", 1, MAX_EMOJI_BYTES), remove)
+    return Reaction(mid, ts, target, author, f.get_str("emoji", 1, MAX_EMOJI_BYTES), remove)
 
 
 def _file(f: Fields, mid: bytes, ts: int) -> Content:

@@ -60,6 +60,7 @@ from .keys import (
     read_header,
     write_header,
 )
+from .records import message_ref
 
 __all__ = ["Connection", "Database", "ProfilePaths", "Transaction"]
 
@@ -175,17 +176,32 @@ def apply_migrations(conn: Connection) -> int:
     known = _migrations()
     if known and current > known[-1][0]:
         raise CorruptStore("This profile was written by a newer Backchannel; upgrade to open it.")
-    for number, script in known:
-        if number > current:
+    pending = [(number, script) for number, script in known if number > current]
+    if not pending:
+        return current
+    # SQLite's table-rebuild procedure: foreign keys off (a no-op inside a transaction,
+    # so around it), the rebuild, then foreign_key_check before anything is committed.
+    # Dropping a referenced table with them on would cascade into the rows it was copied
+    # from. Migrations may call bc_message_ref() to compute a message's ref.
+    conn.create_function("bc_message_ref", 2, message_ref, deterministic=True)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for number, script in pending:
             try:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-                )
+                conn.executescript(f"BEGIN IMMEDIATE;\n{script}")
+                if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise CorruptStore(
+                        "This profile could not be upgraded: its records do not fit together."
+                    )
+                conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
             current = number
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
     return current
 
 

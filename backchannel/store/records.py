@@ -6,16 +6,41 @@ The repository over them (``Store``, ``StoreTransaction``) lives in ``repository
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["Member", "Message", "OutboxEntry", "Room", "from_row", "fts_query"]
+__all__ = [
+    "REF_BYTES",
+    "Member",
+    "Message",
+    "OutboxEntry",
+    "Room",
+    "from_row",
+    "fts_query",
+    "message_ref",
+]
 
 R = TypeVar("R", "Room", "Message", "Member", "OutboxEntry")
 # The relay accepts idempotency keys of 8 to 32 bytes (relay/protocol.py).
 _KEY_LENGTHS = range(8, 33)
+#: Length of a message's local reference (:func:`message_ref`).
+REF_BYTES = 16
+_REF_LABEL = b"backchannel/store message ref\x00"
+
+
+def message_ref(sender_id: bytes, message_id: bytes) -> bytes:
+    """The local reference of the message ``message_id`` sent by ``sender_id``.
+
+    A message id is chosen by its sender, so two members can send the same one; a
+    message is only ever the pair. The ref binds both (SHA-256 over the
+    length-prefixed author and the id, cut to 16 bytes) and is what the store's
+    lookups, the client's views and the UIs call a message's id.
+    """
+    author = len(sender_id).to_bytes(2, "big") + sender_id
+    return hashlib.sha256(_REF_LABEL + author + message_id).digest()[:REF_BYTES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +74,15 @@ class Message:
 
     Attributes:
         room_id: the room it belongs to.
-        message_id: sender-chosen id, unique in the room.
+        message_id: sender-chosen id; unique per sender, not per room.
         sender_id: the sender's member id.
         sender_name: the sender's display name when it was sent.
         sent_at: the sender's timestamp (untrusted clock).
         received_at: when this device stored it.
         kind: content type, e.g. ``text``.
         body: the text; empty once deleted.
-        reply_to: the message id it answers, if any.
+        reply_to: the id of the message it answers, if any.
+        reply_author: that message's sender (set exactly when ``reply_to`` is).
         attachments: opaque attachment metadata.
         outgoing: written on this device.
         edited_at: time of the last edit, if any.
@@ -80,6 +106,23 @@ class Message:
     deleted: bool = False
     delivered_seq: int | None = None
     local_id: int | None = None
+    reply_author: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.reply_to is None) != (self.reply_author is None):
+            raise ValueError("reply_to and reply_author go together")
+
+    @property
+    def ref(self) -> bytes:
+        """This message's local reference: :func:`message_ref` of its sender and id."""
+        return message_ref(self.sender_id, self.message_id)
+
+    @property
+    def reply_ref(self) -> bytes | None:
+        """The local reference of the message it answers, if any."""
+        if self.reply_to is None or self.reply_author is None:
+            return None
+        return message_ref(self.reply_author, self.reply_to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +170,7 @@ class OutboxEntry:
         payload: the ciphertext to post; secret-bearing.
         created_at: when it was queued.
         room_id: the room it belongs to, if any (erased with it).
-        message_id: the local message it carries, if any (marked delivered on ack).
+        ref: the local message it carries, by :attr:`Message.ref` (marked delivered on ack).
         attempts: how many sends were tried.
         last_attempt_at: when the last one was.
     """
@@ -137,7 +180,7 @@ class OutboxEntry:
     payload: bytes = field(repr=False)
     created_at: float
     room_id: bytes | None = None
-    message_id: bytes | None = None
+    ref: bytes | None = None
     attempts: int = 0
     last_attempt_at: float | None = None
 

@@ -9,6 +9,9 @@ live here as transaction boundaries:
   message the UI shows as sent is always either queued or acknowledged;
 * ``acknowledge`` deletes the outbox entry, marks the message delivered and
   remembers the key in one transaction, so a key is never posted twice;
+* a message is the pair (sender, id), never the id alone: ids are chosen by
+  senders, so every lookup that changes a message names its author, and the
+  views address messages by :func:`~.records.message_ref` of the pair;
 * the client moves a mailbox cursor (``set_cursor``) in the same transaction as
   the messages it derived from that mailbox.
 
@@ -156,7 +159,7 @@ class _Repository:
     # -- messages ----------------------------------------------------------------------------
 
     async def add_message(self, message: Message) -> bool:
-        """Store a message; returns False (and changes nothing) if its id is already there."""
+        """Store a message; False (and nothing changes) if its sender already sent that id."""
         return await self._run(lambda c: _insert_message(c, message))
 
     async def add_messages(self, messages: Sequence[Message]) -> int:
@@ -179,12 +182,17 @@ class _Repository:
 
         return await self._run(op)
 
-    async def message(self, room_id: bytes, message_id: bytes) -> Message | None:
-        """One message, or None."""
+    async def message(self, room_id: bytes, ref: bytes) -> Message | None:
+        """The message whose :attr:`~.records.Message.ref` is ``ref``, or None."""
         row = await self._one(
-            "SELECT * FROM messages WHERE room_id = ? AND message_id = ?", (room_id, message_id)
+            "SELECT * FROM messages WHERE room_id = ? AND ref = ?", (room_id, ref)
         )
         return None if row is None else from_row(Message, row)
+
+    async def message_id_used(self, room_id: bytes, message_id: bytes) -> bool:
+        """Whether some member's message in the room has the id ``message_id``."""
+        sql = "SELECT 1 FROM messages WHERE room_id = ? AND message_id = ? LIMIT 1"
+        return await self._one(sql, (room_id, message_id)) is not None
 
     async def history(
         self,
@@ -258,20 +266,23 @@ class _Repository:
         return [from_row(Message, r) for r in rows]
 
     async def edit_message(
-        self, room_id: bytes, message_id: bytes, body: str, edited_at: float
+        self, room_id: bytes, sender_id: bytes, message_id: bytes, body: str, edited_at: float
     ) -> bool:
-        """Replace a message's text (the old text is erased); False if unknown or deleted."""
+        """Replace the text of ``sender_id``'s text message ``message_id`` (the old text is
+        erased); False if that sender has no such text, or it was deleted."""
         sql = (
-            "UPDATE messages SET body = ?, edited_at = ?"
-            " WHERE room_id = ? AND message_id = ? AND deleted = 0"
+            "UPDATE messages SET body = ?, edited_at = ? WHERE room_id = ? AND sender_id = ?"
+            " AND message_id = ? AND kind = 'text' AND deleted = 0"
         )
-        return await self._change(sql, (body, edited_at, room_id, message_id), scrub=True) > 0
+        args = (body, edited_at, room_id, sender_id, message_id)
+        return await self._change(sql, args, scrub=True) > 0
 
-    async def delete_message(self, room_id: bytes, message_id: bytes) -> bool:
-        """Keep a tombstone, erase text, attachments and chunks; False if unknown."""
+    async def delete_message(self, room_id: bytes, sender_id: bytes, message_id: bytes) -> bool:
+        """Keep a tombstone of ``sender_id``'s message ``message_id``, erase its text,
+        attachment and chunks; False if that sender has no such message."""
 
         def op(c: Connection) -> bool:
-            ref = _message_ref(c, room_id, message_id)
+            ref = _message_row(c, room_id, sender_id, message_id)
             if ref is None:
                 return False
             c.execute("DELETE FROM attachment_chunks WHERE message_ref = ?", (ref,))
@@ -284,18 +295,18 @@ class _Repository:
         return await self._run(op, scrub=True)
 
     async def put_attachment_chunk(
-        self, room_id: bytes, message_id: bytes, index: int, data: bytes
+        self, room_id: bytes, sender_id: bytes, file_id: bytes, index: int, data: bytes
     ) -> None:
-        """Store chunk ``index`` of a message's attachment.
+        """Store chunk ``index`` of the file ``file_id`` that ``sender_id`` announced.
 
         Raises:
-            UnknownRecord: no such message.
+            UnknownRecord: that sender announced no such file, or deleted it.
         """
 
         def op(c: Connection) -> None:
-            ref = _message_ref(c, room_id, message_id)
+            ref = _message_row(c, room_id, sender_id, file_id, kind="file", live=True)
             if ref is None:
-                raise UnknownRecord("No such message in the store.")
+                raise UnknownRecord("No such file in the store.")
             c.execute(
                 "INSERT OR REPLACE INTO attachment_chunks (message_ref, idx, data) VALUES (?, ?, ?)",
                 (ref, index, data),
@@ -303,21 +314,21 @@ class _Repository:
 
         await self._run(op)
 
-    async def attachment(self, room_id: bytes, message_id: bytes) -> bytes:
-        """A message's attachment chunks joined in order (empty if none)."""
+    async def attachment(self, room_id: bytes, ref: bytes) -> bytes:
+        """The attachment chunks of the message ``ref``, joined in order (empty if none)."""
         rows = await self._all(
             "SELECT data FROM attachment_chunks WHERE message_ref ="
-            " (SELECT id FROM messages WHERE room_id = ? AND message_id = ?) ORDER BY idx",
-            (room_id, message_id),
+            " (SELECT id FROM messages WHERE room_id = ? AND ref = ?) ORDER BY idx",
+            (room_id, ref),
         )
         return b"".join(bytes(r[0]) for r in rows)
 
-    async def attachment_chunks(self, room_id: bytes, message_id: bytes) -> int:
-        """How many chunks of a message's attachment are stored."""
+    async def attachment_chunks(self, room_id: bytes, ref: bytes) -> int:
+        """How many chunks of the message ``ref``'s attachment are stored."""
         row = await self._one(
             "SELECT count(*) FROM attachment_chunks WHERE message_ref ="
-            " (SELECT id FROM messages WHERE room_id = ? AND message_id = ?)",
-            (room_id, message_id),
+            " (SELECT id FROM messages WHERE room_id = ? AND ref = ?)",
+            (room_id, ref),
         )
         return int(row[0])
 
@@ -326,54 +337,53 @@ class _Repository:
     async def set_reaction(
         self,
         room_id: bytes,
-        message_id: bytes,
+        target_author: bytes,
+        target: bytes,
         sender_id: bytes,
         emoji: str,
         *,
         remove: bool = False,
         at: float | None = None,
     ) -> bool:
-        """Record (or withdraw) one member's reaction; False if the message is unknown or deleted."""
+        """Record (or withdraw) ``sender_id``'s reaction to ``target_author``'s message
+        ``target``; False if that author has no such message, or it was deleted."""
         when = self._clock() if at is None else at
 
         def op(c: Connection) -> bool:
-            row = c.execute(
-                "SELECT deleted FROM messages WHERE room_id = ? AND message_id = ?",
-                (room_id, message_id),
-            ).fetchone()
-            if row is None or row[0]:
+            row = _message_row(c, room_id, target_author, target, live=True)
+            if row is None:
                 return False
             if remove:
                 c.execute(
-                    "DELETE FROM reactions WHERE room_id = ? AND message_id = ? AND sender_id = ?"
-                    " AND emoji = ?",
-                    (room_id, message_id, sender_id, emoji),
+                    "DELETE FROM reactions WHERE message_ref = ? AND sender_id = ? AND emoji = ?",
+                    (row, sender_id, emoji),
                 )
             else:
                 c.execute(
-                    "INSERT OR IGNORE INTO reactions (room_id, message_id, sender_id, emoji,"
-                    " reacted_at) VALUES (?, ?, ?, ?, ?)",
-                    (room_id, message_id, sender_id, emoji, when),
+                    "INSERT OR IGNORE INTO reactions (message_ref, sender_id, emoji, reacted_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (row, sender_id, emoji, when),
                 )
             return True
 
         return await self._run(op)
 
     async def reactions(
-        self, room_id: bytes, message_ids: Sequence[bytes]
+        self, room_id: bytes, refs: Sequence[bytes]
     ) -> dict[bytes, list[tuple[str, bytes]]]:
-        """``(emoji, sender)`` pairs per message, oldest first, for the given messages."""
+        """``(emoji, sender)`` pairs per message ref, oldest first, for the given messages."""
         out: dict[bytes, list[tuple[str, bytes]]] = {}
-        for start in range(0, len(message_ids), 500):  # SQLite's parameter limit
-            chunk = list(message_ids[start : start + 500])
+        for start in range(0, len(refs), 500):  # SQLite's parameter limit
+            chunk = list(refs[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows = await self._all(
-                "SELECT message_id, emoji, sender_id FROM reactions WHERE room_id = ?"  # noqa: S608 - only "?" marks are interpolated
-                f" AND message_id IN ({marks}) ORDER BY reacted_at, emoji",
+                "SELECT m.ref, r.emoji, r.sender_id FROM reactions AS r"  # noqa: S608 - only "?" marks are interpolated
+                " JOIN messages AS m ON m.id = r.message_ref"
+                f" WHERE m.room_id = ? AND m.ref IN ({marks}) ORDER BY r.reacted_at, r.emoji",
                 (room_id, *chunk),
             )
-            for mid, emoji, sender in rows:
-                out.setdefault(bytes(mid), []).append((str(emoji), bytes(sender)))
+            for ref, emoji, sender in rows:
+                out.setdefault(bytes(ref), []).append((str(emoji), bytes(sender)))
         return out
 
     # -- retention ------------------------------------------------------------------------
@@ -507,22 +517,22 @@ class _Repository:
 
         def op(c: Connection) -> bool:
             row = c.execute(
-                "SELECT mailbox_id, room_id, message_id FROM outbox WHERE idempotency_key = ?",
+                "SELECT mailbox_id, room_id, ref FROM outbox WHERE idempotency_key = ?",
                 (idempotency_key,),
             ).fetchone()
             if row is None:
                 return False
-            mailbox_id, room_id, message_id = row
+            mailbox_id, room_id, ref = row
             c.execute("DELETE FROM outbox WHERE idempotency_key = ?", (idempotency_key,))
             c.execute(
                 "INSERT OR IGNORE INTO acknowledged (idempotency_key, mailbox_id, seq, acked_at)"
                 " VALUES (?, ?, ?, ?)",
                 (idempotency_key, mailbox_id, seq, when),
             )
-            if message_id is not None and room_id is not None:
+            if ref is not None and room_id is not None:
                 c.execute(
-                    "UPDATE messages SET delivered_seq = ? WHERE room_id = ? AND message_id = ?",
-                    (seq, room_id, message_id),
+                    "UPDATE messages SET delivered_seq = ? WHERE room_id = ? AND ref = ?",
+                    (seq, room_id, ref),
                 )
             return True
 
@@ -551,11 +561,25 @@ class _Repository:
         return await self._change("DELETE FROM acknowledged WHERE acked_at < ?", (before,))
 
 
-def _message_ref(c: Connection, room_id: bytes, message_id: bytes) -> int | None:
-    row = c.execute(
-        "SELECT id FROM messages WHERE room_id = ? AND message_id = ?", (room_id, message_id)
-    ).fetchone()
-    return None if row is None else int(row[0])
+def _message_row(
+    c: Connection,
+    room_id: bytes,
+    sender_id: bytes,
+    message_id: bytes,
+    *,
+    kind: str | None = None,
+    live: bool = False,
+) -> int | None:
+    """The row id of ``sender_id``'s message ``message_id`` (of ``kind``; not deleted if
+    ``live``), or None. The author is part of the key: ids are chosen by senders."""
+    sql = (
+        "SELECT id, kind, deleted FROM messages"
+        " WHERE room_id = ? AND sender_id = ? AND message_id = ?"
+    )
+    row = c.execute(sql, (room_id, sender_id, message_id)).fetchone()
+    if row is None or (kind is not None and row[1] != kind) or (live and row[2]):
+        return None
+    return int(row[0])
 
 
 def _member(c: Connection, room_id: bytes, member_id: bytes) -> Member | None:
@@ -573,14 +597,16 @@ def _erase_before(c: Connection, room_id: bytes, cutoff: float) -> int:
 
 
 def _insert_message(c: Connection, m: Message) -> bool:
+    # A second message with a (sender, id) already stored is a replay and changes nothing;
+    # the same id from another sender is another message.
     cur = c.execute(
-        "INSERT INTO messages (room_id, message_id, sender_id, sender_name, sent_at, received_at,"
-        " kind, body, reply_to, attachments, outgoing, edited_at, deleted, delivered_seq)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (room_id, message_id) DO NOTHING",
-        (m.room_id, m.message_id, m.sender_id, m.sender_name, m.sent_at, m.received_at, m.kind,
-         m.body, m.reply_to, m.attachments, int(m.outgoing), m.edited_at, int(m.deleted),
-         m.delivered_seq),
+        "INSERT INTO messages (room_id, ref, message_id, sender_id, sender_name, sent_at,"
+        " received_at, kind, body, reply_to, reply_author, attachments, outgoing, edited_at,"
+        " deleted, delivered_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        (m.room_id, m.ref, m.message_id, m.sender_id, m.sender_name, m.sent_at, m.received_at,
+         m.kind, m.body, m.reply_to, m.reply_author, m.attachments, int(m.outgoing),
+         m.edited_at, int(m.deleted), m.delivered_seq),
     )  # fmt: skip
     return cur.rowcount > 0
 
@@ -590,10 +616,10 @@ def _enqueue(c: Connection, e: OutboxEntry) -> bool:
     if c.execute("SELECT 1 FROM acknowledged WHERE idempotency_key = ?", (key,)).fetchone():
         return False
     cur = c.execute(
-        "INSERT INTO outbox (idempotency_key, room_id, mailbox_id, payload, message_id,"
+        "INSERT INTO outbox (idempotency_key, room_id, mailbox_id, payload, ref,"
         " created_at, attempts, last_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (idempotency_key) DO NOTHING",
-        (key, e.room_id, e.mailbox_id, e.payload, e.message_id, e.created_at, e.attempts,
+        (key, e.room_id, e.mailbox_id, e.payload, e.ref, e.created_at, e.attempts,
          e.last_attempt_at),
     )  # fmt: skip
     return cur.rowcount > 0

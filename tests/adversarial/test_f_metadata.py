@@ -33,8 +33,8 @@ def test_F01_ciphertext_sizes_stay_within_the_buckets() -> None:
     fac.send(Text(target, ts, "the target"), now=NOW)
     manifest, chunks = split_file(b"x" * 10, name="a.txt", sent_at_ms=ts)
     controls = [
-        Reaction(new_message_id(), ts, target, "👍"),
-        Reaction(new_message_id(), ts, target, "👍", remove=True),
+        Reaction(new_message_id(), ts, target, fac.member_id, "👍"),
+        Reaction(new_message_id(), ts, target, fac.member_id, "👍", remove=True),
         Delete(new_message_id(), ts, target),
         Edit(new_message_id(), ts, target, "the target!"),
         Profile(new_message_id(), ts, "Farida"),

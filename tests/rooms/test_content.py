@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backchannel.rooms.content import (
+    MAX_AUTHOR_BYTES,
     MAX_BODY_BYTES,
     MAX_CHUNK_BYTES,
     MAX_EMOJI_BYTES,
@@ -41,6 +42,7 @@ FUZZ = settings(
 
 MID = bytes(range(16))
 OTHER = bytes(range(16, 32))
+AUTHOR = b"\xa0" * 16
 TS = 1_900_000_000_000
 
 
@@ -112,8 +114,9 @@ bodies = st.text(
     max_size=200,
 )
 emoji = st.sampled_from(["👍", "❤️", "👨‍👩‍👧‍👦", "🇺🇳", "ok", "+1"])
+authors = st.binary(min_size=1, max_size=MAX_AUTHOR_BYTES)
 contents: st.SearchStrategy[Content] = st.one_of(
-    st.builds(Text, ids16, times, bodies, st.none() | ids16),
+    st.builds(Text, ids16, times, bodies) | st.builds(Text, ids16, times, bodies, ids16, authors),
     st.builds(Edit, ids16, times, ids16, bodies),
     st.builds(Delete, ids16, times, ids16),
     st.builds(
@@ -122,7 +125,7 @@ contents: st.SearchStrategy[Content] = st.one_of(
         times,
         st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=16),
     ),
-    st.builds(Reaction, ids16, times, ids16, emoji, st.booleans()),
+    st.builds(Reaction, ids16, times, ids16, authors, emoji, st.booleans()),
     st.builds(
         FileManifest,
         ids16,
@@ -149,10 +152,10 @@ def test_round_trip_is_identity(content: Content) -> None:
 
 def test_small_messages_of_every_type_share_the_smallest_bucket() -> None:
     small = [
-        Text(MID, TS, "x" * 150, OTHER),
+        Text(MID, TS, "x" * 130, OTHER, AUTHOR),
         Edit(MID, TS, OTHER, "fixed"),
         Delete(MID, TS, OTHER),
-        Reaction(MID, TS, OTHER, "👨‍👩‍👧‍👦", remove=True),
+        Reaction(MID, TS, OTHER, AUTHOR, "👨‍👩‍👧‍👦", remove=True),
         FileManifest(
             MID, TS, "a" * 60 + ".pdf", 10**9, bytes(32), MAX_CHUNK_BYTES, "application/pdf"
         ),
@@ -161,7 +164,7 @@ def test_small_messages_of_every_type_share_the_smallest_bucket() -> None:
 
 
 def test_largest_messages_fit_the_largest_bucket() -> None:
-    longest = Text(MID, 2**63 - 1, "é" * (MAX_BODY_BYTES // 2), OTHER)
+    longest = Text(MID, 2**63 - 1, "é" * (MAX_BODY_BYTES // 2), OTHER, b"\xff" * MAX_AUTHOR_BYTES)
     assert len(encode_content(longest)) == 32768
     chunk = FileChunk(MID, 2**63 - 1, OTHER, 2**22, b"\xff" * MAX_CHUNK_BYTES)
     assert len(encode_content(chunk)) == MAX_PADDED_BYTES
@@ -208,11 +211,22 @@ def test_unknown_fields_of_known_types_are_ignored() -> None:
         (packed(body="bell\x07"), "control"),
         (packed(body="\x1b]0;pwned\x07"), "control"),
         (packed(reply_to=b"1"), "length"),
-        (packed(t="reaction", target=OTHER, emoji=""), "bytes"),
-        (packed(t="reaction", target=OTHER, emoji="a b"), "spaces"),
-        (packed(t="reaction", target=OTHER, emoji="x" * (MAX_EMOJI_BYTES + 1)), "bytes"),
-        (packed(t="reaction", target=OTHER, emoji="!" * 17), "code points"),
-        (packed(t="reaction", target=OTHER, emoji="+", remove=1), "boolean"),
+        (packed(t="reaction", target=OTHER, target_author=AUTHOR, emoji=""), "bytes"),
+        (packed(t="reaction", target=OTHER, target_author=AUTHOR, emoji="a b"), "spaces"),
+        (
+            packed(
+                t="reaction", target=OTHER, target_author=AUTHOR, emoji="x" * (MAX_EMOJI_BYTES + 1)
+            ),
+            "bytes",
+        ),
+        (packed(t="reaction", target=OTHER, target_author=AUTHOR, emoji="!" * 17), "code points"),
+        (packed(t="reaction", target=OTHER, target_author=AUTHOR, emoji="+", remove=1), "boolean"),
+        (packed(t="reaction", target=OTHER, emoji="+"), "'target_author' is missing"),
+        (packed(t="reaction", target=OTHER, target_author=b"", emoji="+"), "length"),
+        (packed(t="reaction", target=OTHER, target_author=b"a" * 256, emoji="+"), "length"),
+        (packed(t="text", body="hi", reply_to=OTHER), "go together"),
+        (packed(t="text", body="hi", reply_author=AUTHOR), "go together"),
+        (packed(t="text", body="hi", reply_to=OTHER, reply_author="alice"), "bin"),
         (packed(t="delete"), "missing"),
         (packed(t="file", name="../x", size=1, sha256=bytes(32), chunk_size=1024), "path"),
         (packed(t="file", name="a", size=1, sha256=bytes(31), chunk_size=1024), "length"),
@@ -311,7 +325,7 @@ def test_constructors_refuse_bad_values() -> None:
     with pytest.raises(TypeError):
         Text(MID, True, "x")
     with pytest.raises(ValueError):
-        Reaction(MID, TS, OTHER, " ")
+        Reaction(MID, TS, OTHER, AUTHOR, " ")
     with pytest.raises(ValueError):
         FileManifest(MID, TS, "..", 0, bytes(32), 1024)
     with pytest.raises(TypeError):

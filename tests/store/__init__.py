@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from backchannel.store import KdfParams, Message, Store
 from backchannel.store.keys import derive_key, read_header
+from backchannel.store.records import message_ref
 
 #: libsodium's cheapest Argon2id: keeps the suite fast; production uses RFC9106_SECOND.
 FAST_KDF = KdfParams(opslimit=1, memlimit=8192)
@@ -24,6 +25,19 @@ async def new_store(tmp_path: Path, passphrase: str = PASSPHRASE) -> Store:
     return await Store.create(tmp_path / "profile", passphrase, kdf=FAST_KDF)
 
 
+ALICE = b"alice"
+
+
+def ref(n: int, sender: bytes = ALICE) -> bytes:
+    """The store's ref of message number ``n`` (sent by Alice unless told)."""
+    return message_ref(sender, b"msg-%08d" % n)
+
+
+def mid(n: int) -> bytes:
+    """The sender-chosen id of message number ``n``."""
+    return b"msg-%08d" % n
+
+
 def text_message(
     n: int, body: str | None = None, *, room: bytes = ROOM, sent_at: float | None = None
 ) -> Message:
@@ -32,7 +46,7 @@ def text_message(
     return Message(
         room_id=room,
         message_id=b"msg-%08d" % n,
-        sender_id=b"alice",
+        sender_id=ALICE,
         sender_name="Alice",
         sent_at=t,
         received_at=t,

@@ -29,6 +29,7 @@ WORKER = r"""
 import asyncio, dataclasses, sys
 from pathlib import Path
 from backchannel.store import Message, OutboxEntry, Store
+from backchannel.store.records import message_ref
 
 def out(line):
     sys.stdout.write(line + "\n")
@@ -65,7 +66,7 @@ def message(n):
 
 def entry(n):
     return OutboxEntry(b"key-%012d" % n, b"mailbox-1", b"payload %d" % n, float(n),
-                       room_id=b"room-1", message_id=b"m%08d" % n)
+                       room_id=b"room-1", ref=message_ref(b"me", b"m%08d" % n))
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
@@ -134,10 +135,10 @@ async def test_sigkill_during_sends_and_acks(tmp_path: Path) -> None:
             assert numbers == list(range(len(numbers)))
             assert cursor == len(numbers)  # the cursor moved with its messages
             # Each message is either still queued or acknowledged, never both or neither.
-            queued = {e.message_id for e in pending}
+            queued = {e.ref for e in pending}
             assert len(queued) == len(pending)
             for m in messages:
-                assert (m.message_id in queued) != (m.delivered_seq is not None), m
+                assert (m.ref in queued) != (m.delivered_seq is not None), m
             keys = {e.idempotency_key.hex() for e in pending}
             assert not (keys & acked)
             for key in acked:

@@ -18,7 +18,7 @@ from backchannel.store import (
 )
 from backchannel.store.records import fts_query
 
-from . import PASSPHRASE, ROOM, decrypted_pages, new_store, text_message
+from . import ALICE, PASSPHRASE, ROOM, decrypted_pages, mid, new_store, ref, text_message
 
 OTHER = b"room-2"
 
@@ -39,7 +39,7 @@ def entry(n: int, *, room: bytes = ROOM, mailbox: bytes = b"mailbox-1") -> Outbo
         payload=b"ciphertext %d" % n,
         created_at=float(n),
         room_id=room,
-        message_id=b"msg-%08d" % n,
+        ref=ref(n),
     )
 
 
@@ -70,7 +70,7 @@ async def test_duplicate_message_is_stored_once(store: Store) -> None:
     assert await store.add_message(text_message(1))
     assert not await store.add_message(dataclasses.replace(text_message(1), body="changed"))
     assert await store.add_message(text_message(1, room=OTHER))  # ids are unique per room
-    got = await store.message(ROOM, b"msg-00000001")
+    got = await store.message(ROOM, ref(1))
     assert got is not None and got.body == "message 1" and got.local_id is not None
     assert await store.message_count(ROOM) == 1
 
@@ -112,10 +112,10 @@ async def test_search(store: Store) -> None:
     for hostile in ['"', "NEAR(a b", "ceasefire OR lunch", "*", "body:x", "a AND"]:
         await store.search(ROOM, hostile)  # FTS syntax in the input is inert, never an error
     assert [m.body for m in await store.search(ROOM, "ceasefire OR lunch")] == []
-    await store.edit_message(ROOM, b"msg-00000003", "Dinner instead", 10.0)
+    await store.edit_message(ROOM, ALICE, mid(3), "Dinner instead", 10.0)
     assert await store.search(ROOM, "lunch") == []
     assert [m.edited_at for m in await store.search(ROOM, "dinner")] == [10.0]
-    assert await store.delete_message(ROOM, b"msg-00000002")
+    assert await store.delete_message(ROOM, ALICE, mid(2))
     assert [m.body for m in await store.search(ROOM, "ceasefire")] == [bodies[0]]
 
 
@@ -125,18 +125,18 @@ def test_fts_query_quotes_every_word() -> None:
 
 
 async def test_delete_keeps_a_tombstone_and_erases_content(store: Store) -> None:
-    await store.add_message(dataclasses.replace(text_message(1), attachments=b"meta"))
-    await store.put_attachment_chunk(ROOM, b"msg-00000001", 1, b"world")
-    await store.put_attachment_chunk(ROOM, b"msg-00000001", 0, b"hello ")
-    assert await store.attachment(ROOM, b"msg-00000001") == b"hello world"
+    await store.add_message(dataclasses.replace(text_message(1), kind="file", attachments=b"m"))
+    await store.put_attachment_chunk(ROOM, ALICE, mid(1), 1, b"world")
+    await store.put_attachment_chunk(ROOM, ALICE, mid(1), 0, b"hello ")
+    assert await store.attachment(ROOM, ref(1)) == b"hello world"
     with pytest.raises(UnknownRecord):
-        await store.put_attachment_chunk(ROOM, b"missing", 0, b"x")
-    assert await store.delete_message(ROOM, b"msg-00000001")
-    assert not await store.delete_message(ROOM, b"missing")
-    gone = await store.message(ROOM, b"msg-00000001")
+        await store.put_attachment_chunk(ROOM, ALICE, b"missing", 0, b"x")
+    assert await store.delete_message(ROOM, ALICE, mid(1))
+    assert not await store.delete_message(ROOM, ALICE, b"missing")
+    gone = await store.message(ROOM, ref(1))
     assert gone is not None and gone.deleted and gone.body == "" and gone.attachments is None
-    assert await store.attachment(ROOM, b"msg-00000001") == b""
-    assert not await store.edit_message(ROOM, b"msg-00000001", "resurrect", 3.0)
+    assert await store.attachment(ROOM, ref(1)) == b""
+    assert not await store.edit_message(ROOM, ALICE, mid(1), "resurrect", 3.0)
 
 
 async def test_outbox_queue_and_acknowledge(store: Store) -> None:
@@ -157,7 +157,7 @@ async def test_outbox_queue_and_acknowledge(store: Store) -> None:
     assert await store.acknowledge(entry(2).idempotency_key, 42, at=6.0)
     assert not await store.acknowledge(entry(2).idempotency_key, 43)  # idempotent
     assert await store.acknowledged_seq(entry(2).idempotency_key) == 42
-    delivered = await store.message(ROOM, b"msg-00000002")
+    delivered = await store.message(ROOM, ref(2))
     assert delivered is not None and delivered.delivered_seq == 42 and delivered.outgoing
     assert [e.created_at for e in await store.pending()] == [1.0, 3.0, 4.0]
     # Once acknowledged, the same key can never be queued (and so posted) again.
@@ -222,8 +222,8 @@ async def test_retention_erases_by_either_clock(store: Store) -> None:
 
 async def test_erase_room_takes_everything_with_it(store: Store) -> None:
     async with store.transaction() as tx:
-        await tx.queue_message(text_message(1), entry(1))
-        await tx.put_attachment_chunk(ROOM, b"msg-00000001", 0, b"chunk")
+        await tx.queue_message(dataclasses.replace(text_message(1), kind="file"), entry(1))
+        await tx.put_attachment_chunk(ROOM, ALICE, mid(1), 0, b"chunk")
         await tx.put_member(ROOM, b"bob", "Bob", b"fp", "participant")
         await tx.set_cursor(b"mailbox-1", 5, room_id=ROOM)
     assert await store.erase_room(ROOM)
@@ -241,8 +241,8 @@ async def test_erased_text_leaves_no_residue_under_the_key(tmp_path: Path) -> No
     store = await new_store(tmp_path)
     await store.put_room(Room(ROOM, "Talks", 1.0, state=b"EPOCH-SECRET-AAAA"))
     marker = "Quokkabanana plan at Zanzibarwombat"
-    await store.add_message(text_message(1, marker, sent_at=1.0))
-    await store.put_attachment_chunk(ROOM, b"msg-00000001", 0, b"ATTACHMENT-CHUNK-XYZ")
+    await store.add_message(dataclasses.replace(text_message(1, marker, sent_at=1.0), kind="file"))
+    await store.put_attachment_chunk(ROOM, ALICE, mid(1), 0, b"ATTACHMENT-CHUNK-XYZ")
     for n in range(2, 40):
         await store.add_message(text_message(n, "filler text " * 20, sent_at=1000.0 + n))
     await store.checkpoint()
@@ -297,18 +297,19 @@ async def test_message_repr_hides_the_body() -> None:
 async def test_reactions_follow_their_message(store: Store) -> None:
     await store.add_message(text_message(1))
     await store.add_message(text_message(2))
-    m1, m2 = b"msg-00000001", b"msg-00000002"
-    assert await store.set_reaction(ROOM, m1, b"bob", "👍", at=1.0)
-    assert await store.set_reaction(ROOM, m1, b"bob", "👍", at=2.0)  # idempotent
-    assert await store.set_reaction(ROOM, m1, b"carol", "🎉", at=3.0)
-    assert await store.set_reaction(ROOM, m2, b"bob", "👍", at=4.0)
-    assert not await store.set_reaction(ROOM, b"msg-unknown", b"bob", "👍")
+    m1, m2 = ref(1), ref(2)
+    assert await store.set_reaction(ROOM, ALICE, mid(1), b"bob", "👍", at=1.0)
+    assert await store.set_reaction(ROOM, ALICE, mid(1), b"bob", "👍", at=2.0)  # idempotent
+    assert await store.set_reaction(ROOM, ALICE, mid(1), b"carol", "🎉", at=3.0)
+    assert await store.set_reaction(ROOM, ALICE, mid(2), b"bob", "👍", at=4.0)
+    assert not await store.set_reaction(ROOM, ALICE, b"msg-unknown", b"bob", "👍")
+    assert not await store.set_reaction(ROOM, b"bob", mid(1), b"bob", "👍")  # wrong author
     got = await store.reactions(ROOM, [m1, m2])
     assert got == {m1: [("👍", b"bob"), ("🎉", b"carol")], m2: [("👍", b"bob")]}
-    assert await store.set_reaction(ROOM, m1, b"bob", "👍", remove=True)
+    assert await store.set_reaction(ROOM, ALICE, mid(1), b"bob", "👍", remove=True)
     assert (await store.reactions(ROOM, [m1]))[m1] == [("🎉", b"carol")]
-    assert await store.delete_message(ROOM, m1)  # a tombstone keeps no reactions
+    assert await store.delete_message(ROOM, ALICE, mid(1))  # a tombstone keeps no reactions
     assert await store.reactions(ROOM, [m1]) == {}
-    assert not await store.set_reaction(ROOM, m1, b"bob", "👍")
+    assert not await store.set_reaction(ROOM, ALICE, mid(1), b"bob", "👍")
     assert await store.erase_older_than(ROOM, 10.0) == 2  # erased messages take theirs along
     assert await store.reactions(ROOM, [m2]) == {}
