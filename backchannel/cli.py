@@ -10,6 +10,17 @@ already has, with a warning, when the relay cannot be reached.
 
 ``--json`` shapes are stable: objects for single results, lists for ``rooms``,
 ``members`` and ``requests``, and one object per line for ``read``.
+
+Human output shows what others wrote by the rules of :mod:`backchannel.safe_text`
+(names, titles, bodies, file names, error texts): nothing a peer or the relay sends
+can drive the terminal. A message is a header line, ``[time] name: text``, and its
+further lines indented by four spaces; on a terminal, long lines are wrapped to its
+width the same way. So no line a message produces can pass for another header.
+``--json`` gives every string exactly as received (JSON escapes its controls).
+
+A command that posts (``send``, ``edit``, ``react``...) reports success only once the
+relay has acknowledged the post; a refusal is an error (exit 1), and a post still
+queued on this device when the command ends exits 2.
 """
 
 from __future__ import annotations
@@ -20,9 +31,10 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +43,7 @@ import click
 from .client import Client
 from .errors import BackchannelError
 from .locations import default_home
+from .safe_text import cell_width, clean, clean_lines
 from .views import (
     Alert,
     ClientEvent,
@@ -79,7 +92,7 @@ def _run(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except BackchannelError as exc:
-        raise click.ClickException(exc.user_message()) from None
+        raise click.ClickException(clean(exc.user_message(), multiline=True)) from None
 
 
 def _emit(opts: Options, data: dict[str, Any], human: Callable[[], str]) -> None:
@@ -195,7 +208,10 @@ def init(opts: Options, name: str, relay_url: str | None, listen: str | None) ->
     _emit(
         opts,
         info,
-        lambda: f"Created the profile of {info['name']} in {opts.home} (relay {info['relay']}).",
+        lambda: (
+            f"Created the profile of {clean(info['name'])} in {clean(str(opts.home))} "
+            f"(relay {clean(info['relay'])})."
+        ),
     )
 
 
@@ -215,9 +231,10 @@ def status(opts: Options) -> None:
         info,
         lambda: "\n".join(
             [
-                f"name:     {info['name']}",
+                f"name:     {clean(info['name'])}",
                 f"identity: {info['identity']}",
-                f"relay:    {info['relay']}" + (" (built in)" if info["embedded_relay"] else ""),
+                f"relay:    {clean(info['relay'])}"
+                + (" (built in)" if info["embedded_relay"] else ""),
             ]
         ),
     )
@@ -237,6 +254,8 @@ class Session:
     seen: list[ClientEvent] = dataclasses.field(default_factory=list)
     synced: bool = True
     arrived: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: The action synced after writing and judged the outcome itself (see :func:`_posted`).
+    settled: bool = False
 
     async def sync(self) -> None:
         await self.client.sync()
@@ -282,10 +301,11 @@ async def _session(
                 raise
             session.synced = False
             click.echo(
-                f"Warning: {exc.user_message()} Showing what this device already has.", err=True
+                f"Warning: {clean(exc.user_message())} Showing what this device already has.",
+                err=True,
             )
         result = await action(session)
-        if writes:
+        if writes and not session.settled:
             await session.sync()
         await asyncio.sleep(0)  # let the collector take the last events
         return result
@@ -326,24 +346,164 @@ def _message_json(m: MessageView) -> dict[str, Any]:
     }
 
 
-def _message_line(m: MessageView) -> str:
-    head = f"[{_when(m.time)}] {m.sender_name}"
+#: Continuation lines of a message (and wrapped parts of long lines) start with this, so
+#: that no line but a header starts with "[": none can pass for another message.
+INDENT = "    "
+#: Wrapping never goes narrower than this many cells.
+_MIN_WIDTH = 24
+
+
+def _terminal_width() -> int | None:
+    """The width to wrap human output to: the terminal's, or None when not writing to one."""
+    if not sys.stdout.isatty():
+        return None
+    return max(_MIN_WIDTH, shutil.get_terminal_size().columns - 1)
+
+
+def _fold(line: str, width: int) -> list[str]:
+    """``line`` as rows of at most ``width`` cells; every row after the first is indented.
+
+    Breaks at the last space that fits, else inside a word, so the terminal never has
+    to wrap a row itself (it would continue at column 0).
+    """
+    if cell_width(line) <= width:
+        return [line]
+    rows: list[str] = []
+    row, used = "", 0
+    for ch in line:
+        w = cell_width(ch)
+        if used + w > width and row.strip():
+            start = len(INDENT) if rows else 0
+            cut = row.rfind(" ")
+            if cut > start and row[start:cut].strip():
+                rows.append(row[:cut].rstrip())
+                row = INDENT + row[cut + 1 :]
+            else:
+                rows.append(row)
+                row = INDENT
+            used = cell_width(row)
+        row += ch
+        used += w
+    rows.append(row)
+    return rows
+
+
+def _block(head: str, body: Sequence[str] = (), width: int | None = None) -> str:
+    """A header line, then ``body``'s lines indented under it, wrapped to ``width`` if given.
+
+    Args:
+        head: the header, already cleaned; the first body line follows it.
+        body: the message's lines, already cleaned (:func:`clean_lines`).
+        width: the terminal's width in cells, or None (no wrapping).
+    """
+    lines = [head + (body[0] if body else "")]
+    lines += [INDENT + line if line else "" for line in body[1:]]
+    if width is not None:
+        lines = [row for line in lines for row in _fold(line, width)]
+    return "\n".join(lines)
+
+
+def _message_line(m: MessageView, width: int | None = None) -> str:
+    """A message as people read it: its header, then its further lines indented."""
+    when = _when(m.time)
+    head = f"[{when}] {clean(m.sender_name)}"
     if m.deleted:
-        return f"{head}: (deleted)"
+        return _block(f"{head}: (deleted)", width=width)
     if m.file is not None:
         state = "" if m.file.complete else ", still arriving"
-        body = f"sent the file {m.file.name} ({human_size(m.file.size)}{state}); id {m.id}"
-        return f"{head} {body}"
+        size = f"{human_size(m.file.size)}{state}"
+        return _block(f"{head} sent the file {clean(m.file.name)} ({size}); id {m.id}", width=width)
     if m.kind != "text":
-        return f"[{_when(m.time)}] * {m.text}" if m.text else f"{head}: ({m.kind})"
-    return f"{head}: {m.text}" + (" (edited)" if m.edited else "")
+        if m.text:
+            return _block(f"[{when}] * ", clean_lines(m.text), width)
+        return _block(f"{head}: ({clean(m.kind)})", width=width)
+    body = clean_lines(m.text)
+    if m.edited:
+        body[-1] += " (edited)"
+    return _block(f"{head}: ", body, width)
 
 
 def _emit_message(opts: Options, m: MessageView) -> None:
     if opts.json:
         _print_json(_message_json(m))
     else:
-        click.echo(_message_line(m))
+        click.echo(_message_line(m, _terminal_width()))
+
+
+#: How the client's notice of a post the relay refused begins (``Rejected.sentence``).
+_REFUSED = "The relay refused a message"
+#: What happens to a post that was not delivered.
+_KEPT = (
+    " It stays queued on this device and is offered to the relay again the next time "
+    "this profile connects."
+)
+
+
+def _refusals(s: Session) -> list[str]:
+    """The client's notices of posts the relay refused while this command ran.
+
+    Any of them counts against what the command posted: a refused post holds back the
+    posts queued after it in its room (the outbox keeps their order).
+    """
+    return [clean(e.text) for e in s.seen if isinstance(e, Alert) and e.text.startswith(_REFUSED)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Posted:
+    """What became of what a command posted (a message, an edit, a reaction...)."""
+
+    #: The message as stored after the command, if the command posted one.
+    message: MessageView | None = None
+    #: Why it is not delivered (a sentence), or None: the relay acknowledged it.
+    problem: str | None = None
+    #: The relay refused it (else it is only still queued).
+    refused: bool = False
+
+
+async def _posted(s: Session, m: MessageView | None = None) -> Posted:
+    """Sync, then say whether the relay acknowledged a post, refused it, or it is still queued.
+
+    Args:
+        s: the session that posted.
+        m: the message posted, as the client returned it when it was queued (None for
+            an edit, a deletion or a reaction: those count as delivered unless refused).
+    """
+    s.settled = True
+    try:
+        await s.sync()
+    except BackchannelError as exc:
+        return Posted(m, f"Not delivered yet: {clean(exc.user_message())}{_KEPT}")
+    await asyncio.sleep(0)  # let the collector take the last events
+    fresh = (await s.client.message(m.room, m.id) or m) if m is not None else None
+    refused = _refusals(s)
+    if fresh is not None and fresh.delivered:
+        return Posted(fresh)
+    if refused:
+        return Posted(fresh, " ".join(refused) + _KEPT, refused=True)
+    if fresh is not None:
+        return Posted(fresh, "Not delivered yet: the relay has not acknowledged it." + _KEPT)
+    return Posted()
+
+
+def _report_post(opts: Options, posted: Posted, data: dict[str, Any], human: str) -> None:
+    """Say what became of a post: success (exit 0), refused (1) or still queued (2).
+
+    A message still queued is printed all the same (its id is needed to refer to it,
+    and ``--json`` says ``"delivered": false``), with the reason on stderr.
+    """
+    if posted.refused:
+        raise click.ClickException(posted.problem or "")
+    if posted.problem is None or posted.message is not None:
+        _emit(opts, data, lambda: human)
+    if posted.problem is not None:
+        click.echo(posted.problem, err=True)
+        click.get_current_context().exit(2)
+
+
+def _report_message(opts: Options, posted: Posted) -> None:
+    m = posted.message
+    assert m is not None
+    _report_post(opts, posted, _message_json(m), _message_line(m, _terminal_width()))
 
 
 def _member_line(m: MemberView) -> str:
@@ -356,13 +516,13 @@ def _member_line(m: MemberView) -> str:
         marks.append("not verified")
     if m.key_changed:
         marks.append("KEY CHANGED: compare safety numbers again")
-    return f"{m.name:<20} {m.role:<12} {', '.join(marks):<24} {m.id}"
+    return f"{clean(m.name):<20} {m.role:<12} {', '.join(marks):<24} {m.id}"
 
 
 def _room_line(r: RoomSummary) -> str:
     extra = f", {r.pending_requests} waiting to join" if r.pending_requests else ""
     left = "" if r.joined else " (left)"
-    return f"{r.title}{left}: {r.role}, {r.members} members{extra}  [{r.id}]"
+    return f"{clean(r.title)}{left}: {r.role}, {r.members} members{extra}  [{r.id}]"
 
 
 # -- rooms --------------------------------------------------------------------------------------
@@ -415,7 +575,7 @@ def room_create(opts: Options, title: str, approval: str, retention: int) -> Non
 
     r = _run(_session(opts, action, writes=True))
     data = dataclasses.asdict(r) | {"room": r.id}
-    _emit(opts, data, lambda: f"Created the room {r.title!r} ({r.id}).")
+    _emit(opts, data, lambda: f"Created the room “{clean(r.title)}” ({r.id}).")
 
 
 @room.command("invite")
@@ -476,7 +636,7 @@ def room_settings(
         return await s.client.room(room_name)
 
     summary = _run(_session(opts, action, writes=True))
-    _emit(opts, dataclasses.asdict(summary), lambda: f"{summary.title}: settings saved.")
+    _emit(opts, dataclasses.asdict(summary), lambda: f"{clean(summary.title)}: settings saved.")
 
 
 @room.command("role")
@@ -491,7 +651,7 @@ def room_role(opts: Options, room_name: str, member: str, role: str) -> None:
         await s.client.set_role(room_name, member, role)
 
     _run(_session(opts, action, writes=True))
-    _emit(opts, {"member": member, "role": role}, lambda: f"{member} is now {role}.")
+    _emit(opts, {"member": member, "role": role}, lambda: f"{clean(member)} is now {role}.")
 
 
 # -- joining ----------------------------------------------------------------------------------
@@ -537,7 +697,7 @@ def join(opts: Options, link: str, wait: int) -> None:
         _emit(
             opts,
             {"request": rid, "status": "approved", "room": answer.room},
-            lambda: f"Approved: you are in the room {answer.room}.",
+            lambda: f"Approved: you are in the room {clean(answer.room or '')}.",
         )
     else:
         _emit(
@@ -564,7 +724,7 @@ def requests(opts: Options, room_name: str) -> None:
         click.echo("No one is waiting.")
     else:
         for r in found:
-            click.echo(f"{r.id}  {r.name}  (asked {_when(r.received_at)})")
+            click.echo(f"{r.id}  {clean(r.name)}  (asked {_when(r.received_at)})")
             click.echo(f"    safety number: {r.safety_number}")
 
 
@@ -580,7 +740,7 @@ def _decide(opts: Options, room_name: str, request: str, *, approve: bool) -> No
     _emit(
         opts,
         {"request": request, "status": status},
-        lambda: f"Request {request} {status}.",
+        lambda: f"Request {clean(request)} {status}.",
     )
 
 
@@ -613,11 +773,11 @@ def deny(opts: Options, room_name: str, request: str) -> None:
 def send(opts: Options, room_name: str, text: str, reply_to: str | None) -> None:
     """Send TEXT to ROOM."""
 
-    async def action(s: Session) -> MessageView:
-        return await s.client.send(room_name, text, reply_to=reply_to)
+    async def action(s: Session) -> Posted:
+        m = await s.client.send(room_name, text, reply_to=reply_to)
+        return await _posted(s, m)
 
-    m = _run(_session(opts, action, writes=True))
-    _emit(opts, _message_json(m), lambda: _message_line(m))
+    _report_message(opts, _run(_session(opts, action, writes=True)))
 
 
 @cli.command()
@@ -628,11 +788,12 @@ def send(opts: Options, room_name: str, text: str, reply_to: str | None) -> None
 def edit(opts: Options, room_name: str, message: str, text: str) -> None:
     """Replace the TEXT of one of your messages in ROOM (everyone sees it was edited)."""
 
-    async def action(s: Session) -> None:
+    async def action(s: Session) -> Posted:
         await s.client.edit(room_name, message, text)
+        return await _posted(s)
 
-    _run(_session(opts, action, writes=True))
-    _emit(opts, {"id": message, "edited": True}, lambda: "Edited.")
+    posted = _run(_session(opts, action, writes=True))
+    _report_post(opts, posted, {"id": message, "edited": True}, "Edited.")
 
 
 @cli.command()
@@ -642,11 +803,12 @@ def edit(opts: Options, room_name: str, message: str, text: str) -> None:
 def delete(opts: Options, room_name: str, message: str) -> None:
     """Delete one of your messages in ROOM for everyone."""
 
-    async def action(s: Session) -> None:
+    async def action(s: Session) -> Posted:
         await s.client.delete(room_name, message)
+        return await _posted(s)
 
-    _run(_session(opts, action, writes=True))
-    _emit(opts, {"id": message, "deleted": True}, lambda: "Deleted.")
+    posted = _run(_session(opts, action, writes=True))
+    _report_post(opts, posted, {"id": message, "deleted": True}, "Deleted.")
 
 
 @cli.command()
@@ -658,11 +820,12 @@ def delete(opts: Options, room_name: str, message: str) -> None:
 def react(opts: Options, room_name: str, message: str, emoji: str, remove: bool) -> None:
     """React to a MESSAGE in ROOM with an EMOJI."""
 
-    async def action(s: Session) -> None:
+    async def action(s: Session) -> Posted:
         await s.client.react(room_name, message, emoji, remove=remove)
+        return await _posted(s)
 
-    _run(_session(opts, action, writes=True))
-    _emit(opts, {"id": message, "emoji": emoji, "removed": remove}, lambda: "Done.")
+    posted = _run(_session(opts, action, writes=True))
+    _report_post(opts, posted, {"id": message, "emoji": emoji, "removed": remove}, "Done.")
 
 
 @cli.command("send-file")
@@ -672,11 +835,11 @@ def react(opts: Options, room_name: str, message: str, emoji: str, remove: bool)
 def send_file(opts: Options, room_name: str, path: Path) -> None:
     """Send the file at PATH to ROOM."""
 
-    async def action(s: Session) -> MessageView:
-        return await s.client.send_file(room_name, path)
+    async def action(s: Session) -> Posted:
+        m = await s.client.send_file(room_name, path)
+        return await _posted(s, m)
 
-    m = _run(_session(opts, action, writes=True))
-    _emit(opts, _message_json(m), lambda: _message_line(m))
+    _report_message(opts, _run(_session(opts, action, writes=True)))
 
 
 @cli.command("save-file")
@@ -691,7 +854,7 @@ def save_file(opts: Options, room_name: str, message: str, dest: Path) -> None:
         return await s.client.save_file(room_name, message, dest)
 
     saved = _run(_session(opts, action, writes=False))
-    _emit(opts, {"path": str(saved)}, lambda: f"Saved {saved}.")
+    _emit(opts, {"path": str(saved)}, lambda: f"Saved {clean(str(saved))}.")
 
 
 @cli.command()
@@ -719,7 +882,7 @@ def read(opts: Options, room_name: str, limit: int, follow: bool) -> None:
                 click.echo("You are no longer in this room.", err=True)
                 return
             elif isinstance(event, Alert) and event.room in (None, room_id):
-                click.echo(f"Note: {event.text}", err=True)
+                click.echo(f"Note: {clean(event.text)}", err=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(_session(opts, action, writes=False))
@@ -756,7 +919,7 @@ def remove(opts: Options, room_name: str, member: str) -> None:
         await s.client.remove(room_name, member)
 
     _run(_session(opts, action, writes=True))
-    _emit(opts, {"removed": member}, lambda: f"Removed {member}.")
+    _emit(opts, {"removed": member}, lambda: f"Removed {clean(member)}.")
 
 
 @cli.command()
@@ -771,7 +934,7 @@ def leave(opts: Options, room_name: str) -> None:
         return room_id
 
     room_id = _run(_session(opts, action, writes=True))
-    _emit(opts, {"left": room_id}, lambda: f"Left the room {room_name}.")
+    _emit(opts, {"left": room_id}, lambda: f"Left the room {clean(room_name)}.")
 
 
 @cli.command()
@@ -797,13 +960,13 @@ def verify(opts: Options, room_name: str, member: str, confirm: bool) -> None:
     view, number = _run(_session(opts, action, writes=confirm))
     data = {"member": dataclasses.asdict(view), "safety_number": number, "verified": view.verified}
     if confirm:
-        _emit(opts, data, lambda: f"{view.name} is now verified on this device.")
+        _emit(opts, data, lambda: f"{clean(view.name)} is now verified on this device.")
     else:
         _emit(
             opts,
             data,
             lambda: (
-                f"Safety number with {view.name}:\n    {number}\n"
+                f"Safety number with {clean(view.name)}:\n    {number}\n"
                 "Compare it with them out of band, then run this again with --confirm."
             ),
         )
@@ -833,10 +996,10 @@ def sync(opts: Options) -> None:
         for a in answers:
             lines.append(
                 f"Join request {a.request_id}: "
-                + (f"approved, you are in {a.room}." if a.approved else "turned away.")
+                + (f"approved, you are in {clean(a.room or '')}." if a.approved else "turned away.")
             )
         for e in removed:
-            lines.append(f"You are no longer in the room {e.room}.")
+            lines.append(f"You are no longer in the room {clean(e.room)}.")
         return "\n".join(lines)
 
     _emit(opts, data, human)

@@ -104,6 +104,8 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 #: Idempotency keys are 8 to 32 bytes (docs/relay-protocol.md §7 append); ours are 16.
 KEY_BYTES: Final = 16
+#: The ``reason`` values of a ``revoked`` frame (docs/relay-protocol.md §8).
+REVOKED_REASONS: Final = frozenset({"rotated", "expired", "unavailable"})
 
 
 # -- the connection ---------------------------------------------------------------------------
@@ -656,11 +658,14 @@ class RelayConnection:
             follow.delivered = frame.seq
             self._events.put_nowait(Entry(frame.mailbox, frame.seq, frame.blob))
         elif isinstance(frame, RevokedFrame):
-            if frame.reason != "unavailable":
+            # The reason is the relay's text: only the documented ones pass (§8), and
+            # anything else reads as "rotated", so no relay string reaches an event or a log.
+            reason = frame.reason if frame.reason in REVOKED_REASONS else "rotated"
+            if reason != "unavailable":
                 for role in ("read", "write"):
                     self._grants.pop((frame.mailbox, role), None)
             if frame.mailbox in self._follows:
-                task = asyncio.create_task(self._recover(session, frame.mailbox, frame.reason))
+                task = asyncio.create_task(self._recover(session, frame.mailbox, reason))
                 self._session_tasks.add(task)
                 task.add_done_callback(self._session_tasks.discard)
 

@@ -3,7 +3,9 @@
 * The network's or the relay's state: :class:`Unreachable` (retry later),
   :class:`ConnectionClosed` (this object was closed by its owner).
 * The relay refused a request: :class:`Rejected` and one subclass per error code
-  family (``docs/relay-protocol.md`` §9). :func:`rejected` picks the subclass.
+  family (``docs/relay-protocol.md`` §9). :func:`rejected` picks the subclass. The
+  codes are a closed set, each with this client's sentence; nothing the relay wrote
+  reaches ``str()`` (an unknown code is shown escaped and shortened).
 * The relay spoke nonsense: :class:`ProtocolMismatch`.
 * The caller's mistake: :class:`InvalidProxyURL` (also a :class:`ValueError`).
 
@@ -15,6 +17,8 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CODES",
+    "MAX_SHOWN_CODE",
     "TRANSIENT_CODES",
     "ConnectionClosed",
     "Denied",
@@ -32,6 +36,7 @@ __all__ = [
     "TooManySubscriptions",
     "TransportError",
     "Unreachable",
+    "escape_code",
     "rejected",
 ]
 
@@ -59,21 +64,52 @@ class InvalidProxyURL(TransportError, ValueError):
 class Rejected(TransportError):
     """The relay refused a request with an ``err`` frame.
 
+    The relay's words never reach a person or a log: its ``code`` is one of a closed
+    set (:data:`CODES`, ``docs/relay-protocol.md`` §9), each with a sentence this
+    client writes, and its free-text ``message`` is dropped. ``str(error)`` is that
+    sentence; a code outside the set reads "The relay refused the request (unknown
+    reason; …)"
+    with at most :data:`MAX_SHOWN_CODE` characters of the code, escaped.
+
     Attributes:
-        code: the stable error code (``docs/relay-protocol.md``).
-        message: the relay's sentence for people (never parsed).
+        code: the error code if it is one of :data:`CODES`, else ``"unknown"``.
+        reason: this client's clause for the code ("it is larger than …").
+        unknown_code: for an unknown code, the code escaped (``ascii()``, shortened);
+            else None.
         epoch: for ``stale_epoch``, the mailbox's current epoch.
         retry_after: for ``rate_limited``, seconds to wait.
     """
 
     def __init__(
-        self, code: str, message: str, *, epoch: int | None = None, retry_after: float | None = None
+        self,
+        code: str,
+        message: str = "",
+        *,
+        epoch: int | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+        del message  # the relay's sentence is never shown, logged or kept
+        if code in CODES:
+            self.code: str = code
+            self.unknown_code: str | None = None
+        else:
+            self.code = "unknown"
+            self.unknown_code = escape_code(code)
+        self.reason = _REASONS.get(self.code, "unknown reason")
         self.epoch = epoch
         self.retry_after = retry_after
+        super().__init__(self.sentence())
+
+    def sentence(self, what: str = "the request") -> str:
+        """This client's sentence for the refusal, e.g. ``sentence("a message")``.
+
+        Args:
+            what: what was refused.
+        """
+        refused = f"The relay refused {what}"
+        if self.unknown_code is not None:
+            return f"{refused} (unknown reason; the code it sent was {self.unknown_code})."
+        return f"{refused}: {self.reason}."
 
     @property
     def transient(self) -> bool:
@@ -124,6 +160,48 @@ class RelayUnavailable(Rejected):
 #: Codes after which the same request (same idempotency key) may be retried later.
 TRANSIENT_CODES: Final = frozenset({"unavailable", "shutting_down", "internal"})
 
+#: This client's clause for each code the relay may send (``docs/relay-protocol.md`` §9).
+_REASONS: Final[dict[str, str]] = {
+    "bad_frame": "it could not read what this client sent (a bug in Backchannel: please report it)",
+    "unsupported_version": (
+        "it speaks another version of the protocol; use another relay or update Backchannel"
+    ),
+    "unknown_op": "it does not know this operation (the relay is older than this client)",
+    "invalid_field": "it found the request invalid (a bug in Backchannel: please report it)",
+    "too_large": "it is larger than this relay accepts; send something smaller",
+    "denied": "access was denied (the keys changed, or the mailbox no longer exists)",
+    "exists": "a mailbox with this id exists already",
+    "stale_epoch": "another change to the room reached it first",
+    "rate_limited": "too many requests at once; slow down and try again",
+    "too_many_subscriptions": "this connection follows as many mailboxes as the relay allows",
+    "mailbox_full": "the mailbox is full until its readers catch up; try again later",
+    "store_full": "the relay's storage is full; try again later or use another relay",
+    "unavailable": "the relay's storage did not answer; try again later",
+    "shutting_down": "the relay is shutting down; try again once it is back",
+    "internal": (
+        "the relay failed (an internal error); try again later, and tell its operator "
+        "if it persists"
+    ),
+}
+
+#: Every code of ``docs/relay-protocol.md`` §9; any other reads as an unknown reason.
+CODES: Final = frozenset(_REASONS)
+
+#: How much of an unknown code a sentence shows (escaped).
+MAX_SHOWN_CODE: Final = 32
+
+
+def escape_code(code: str) -> str:
+    """An unknown code the relay sent, safe for any terminal or log.
+
+    At most :data:`MAX_SHOWN_CODE` characters of it, as a quoted ASCII literal:
+    controls, escape sequences, bidi overrides and every other non-ASCII character
+    appear as ``\\x1b``-style escapes, never as themselves.
+    """
+    shown = ascii(code[:MAX_SHOWN_CODE])
+    return shown + "..." if len(code) > MAX_SHOWN_CODE else shown
+
+
 _BY_CODE: Final[dict[str, type[Rejected]]] = {
     "denied": Denied,
     "stale_epoch": StaleEpoch,
@@ -144,13 +222,13 @@ _BY_CODE: Final[dict[str, type[Rejected]]] = {
 
 
 def rejected(
-    code: str, message: str, *, epoch: int | None = None, retry_after: float | None = None
+    code: str, message: str = "", *, epoch: int | None = None, retry_after: float | None = None
 ) -> Rejected:
     """The :class:`Rejected` subclass for an ``err`` frame's code (plain ``Rejected`` if unknown).
 
     Args:
         code: the frame's ``code``.
-        message: the frame's ``message``.
+        message: the frame's ``message``: dropped (see :class:`Rejected`).
         epoch: the frame's ``epoch`` (``stale_epoch`` only).
         retry_after: the frame's ``retry_after`` (``rate_limited`` only).
 

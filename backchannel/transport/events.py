@@ -68,8 +68,10 @@ class ConnectionState(TransportEvent):
 class Revoked(TransportEvent):
     """Access to a followed mailbox ended; it is no longer followed.
 
-    ``reason`` is the relay's (``"rotated"``, ``"expired"``) or ``"denied"`` when
-    authenticating failed at set-up, or ``"too_many_subscriptions"``.
+    ``reason`` is the ``revoked`` frame's (``"rotated"``, ``"expired"``; an undocumented
+    one reads as ``"rotated"``) or, when setting the mailbox up again was refused, the
+    refusal's :attr:`~.errors.Rejected.code` (one of :data:`~.errors.CODES` or
+    ``"unknown"``): never a string the relay chose.
     """
 
     #: The mailbox id.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backchannel.tui.widgets.safe_text import clean, clean_lines, plain
+from backchannel.safe_text import clean, clean_lines
+from backchannel.tui.dialogs._text import plain
 
 
 def _harmless(text: str) -> bool:

@@ -1,37 +1,18 @@
-"""Peer-supplied strings made safe to show: plain text, no control or bidi-override characters."""
+"""Peer-supplied strings as the dialogs show them: plain text, by the rules of ``safe_text``."""
 
 from __future__ import annotations
 
-import re
 import time
 
 from rich.text import Text
 
+from ...safe_text import clean
+
 __all__ = ["clean", "excerpt", "plain", "safety_rows", "when"]
-
-#: C0 controls, DEL, C1 controls, bidi embeddings/overrides (U+202A-202E) and isolates
-#: (U+2066-2069), plus the line/paragraph separators that would break a one-line label.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
-#: The same, but letting newlines through for text shown on several lines.
-_UNSAFE_MULTILINE = re.compile(
-    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
-)
-_REPLACEMENT = "\ufffd"
-
-
-def clean(value: str, *, multiline: bool = False) -> str:
-    """``value`` with every control character replaced by U+FFFD.
-
-    Args:
-        value: a string a peer chose (a name, a title, message text, a file name).
-        multiline: keep newlines (for message text shown on several lines).
-    """
-    pattern = _UNSAFE_MULTILINE if multiline else _UNSAFE
-    return pattern.sub(_REPLACEMENT, value)
 
 
 def plain(value: str, *, multiline: bool = False, style: str = "") -> Text:
-    """A Rich ``Text`` of ``value`` that is never parsed as markup, with controls replaced.
+    """A Rich ``Text`` of ``value`` cleaned by :func:`~backchannel.safe_text.clean`, never markup.
 
     Args:
         value: a string a peer chose.

@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from ...client import Client
+from ...safe_text import clean, clean_lines
 from ...views import MemberView, MessageView, RoomSummary
 from .. import messages as msg
 from ..widgets.composer import Composer
@@ -27,7 +28,6 @@ from ..widgets.conversation import Conversation, first_page_size
 from ..widgets.key_footer import KeyFooter
 from ..widgets.member_list import MemberList
 from ..widgets.room_list import RoomList
-from ..widgets.safe_text import clean, clean_lines
 from ..widgets.status_bar import ConnectionStatus
 
 __all__ = ["MainScreen"]

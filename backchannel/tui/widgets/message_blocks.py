@@ -7,7 +7,7 @@ describes it as texts with indents; :func:`draw` makes the lines, :func:`count`
 says how many there are without making them (page loads measure 200 blocks at
 once; drawing waits until a block comes near the screen). Because both start from
 the same pieces, they cannot disagree; ``tests/tui/test_conversation_layout.py``
-holds them to it. All peer text passes through :mod:`.safe_text` and is never
+holds them to it. All peer text passes through :mod:`backchannel.safe_text` and is never
 parsed as markup.
 """
 
@@ -23,8 +23,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.strip import Strip
 
+from ...safe_text import clean, clean_lines
 from ...views import MemberView, MessageView, human_size
-from .safe_text import clean, clean_lines
 
 __all__ = ["INDENT", "Piece", "count", "draw", "pieces"]
 

@@ -7,8 +7,8 @@ from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from ...safe_text import clean
 from ...views import RoomSummary
-from .safe_text import clean
 
 __all__ = ["RoomList"]
 
