@@ -18,9 +18,9 @@ further lines indented by four spaces; on a terminal, long lines are wrapped to 
 width the same way. So no line a message produces can pass for another header.
 ``--json`` gives every string exactly as received (JSON escapes its controls).
 
-A command that posts (``send``, ``edit``, ``react``...) reports success only once the
-relay has acknowledged the post; a refusal is an error (exit 1), and a post still
-queued on this device when the command ends exits 2.
+A command that posts (``send``, ``edit``, ``react``, ``leave``...) reports success only
+once the relay has acknowledged the post; a refusal is an error (exit 1), and a post
+still queued on this device when the command ends exits 2.
 """
 
 from __future__ import annotations
@@ -928,13 +928,13 @@ def remove(opts: Options, room_name: str, member: str) -> None:
 def leave(opts: Options, room_name: str) -> None:
     """Leave ROOM."""
 
-    async def action(s: Session) -> str:
+    async def action(s: Session) -> tuple[str, Posted]:
         room_id = (await s.client.room(room_name)).id
         await s.client.leave(room_name)
-        return room_id
+        return room_id, await _posted(s)
 
-    room_id = _run(_session(opts, action, writes=True))
-    _emit(opts, {"left": room_id}, lambda: f"Left the room {clean(room_name)}.")
+    room_id, posted = _run(_session(opts, action, writes=True))
+    _report_post(opts, posted, {"left": room_id}, f"Left the room {clean(room_name)}.")
 
 
 @cli.command()

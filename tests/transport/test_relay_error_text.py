@@ -219,3 +219,9 @@ async def test_a_refused_send_says_so_in_the_clients_words(
     read = await run(home, "--json", "read", room)
     texts = [json.loads(line)["text"] for line in read.stdout.splitlines()]
     assert texts[-4:] == ["refused", "refused again", "refused again", "accepted at last"]
+
+    proxy.on_up = _refuse({"append"}, CODE)  # leaving is a post too
+    result = await run(home, "leave", room)
+    assert result.exit_code == 1 and result.stdout == ""  # not "Left the room"
+    assert "The relay refused a message (unknown reason;" in result.stderr
+    assert not _leaks(result.output)
