@@ -11,6 +11,9 @@ The full description, precise enough to write a client from, is in
 This module is shared: the relay decodes requests and encodes answers with it, and
 the client (``backchannel.transport``) does the reverse. Decoding raises
 :class:`~relay.errors.ProtocolViolation` subclasses and nothing else, on any input.
+The client's decoders (:func:`decode_server_frame`, :func:`decode_answer`) also bound
+every length, count and integer a relay sends by the protocol's ceilings
+(``SERVER_FRAME_BYTES_MAX`` and the constants next to it), since the relay is untrusted.
 """
 
 from __future__ import annotations
@@ -25,11 +28,25 @@ from . import PROTOCOL_VERSION
 from .errors import BadFrame, FieldInvalid, ProtocolViolation, UnknownOp, UnsupportedVersion
 
 __all__ = [
+    "ALSO_MAX",
+    "BLOB_BYTES_MAX",
+    "CODE_CHARS_MAX",
+    "FETCH_BYTES_MAX",
+    "FETCH_ENTRIES_MAX",
+    "FRAME_OVERHEAD_BYTES",
     "ID_MAX",
     "KEY_BYTES",
     "MAILBOX_ID_BYTES",
+    "MAP_KEYS_MAX",
+    "MESSAGE_CHARS_MAX",
+    "NAME_CHARS_MAX",
     "NONCE_BYTES",
+    "RETRY_AFTER_MAX",
+    "REVOKED_REASONS",
+    "SERVER_CHARS_MAX",
+    "SERVER_FRAME_BYTES_MAX",
     "SIGNATURE_BYTES",
+    "TTL_MAX",
     "Append",
     "Auth",
     "Create",
@@ -46,8 +63,10 @@ __all__ = [
     "ServerFrame",
     "Subscribe",
     "Trim",
+    "UnknownFrame",
     "Unsubscribe",
     "auth_message",
+    "decode_answer",
     "decode_request",
     "decode_server_frame",
     "encode",
@@ -447,6 +466,74 @@ def encode_request(request: Request) -> bytes:
 
 
 # -- server frames --------------------------------------------------------------------------
+#
+# The client's side of the protocol. A relay is untrusted (design.md): every field of every
+# frame it sends is checked for type and range here, against the protocol's ceilings below,
+# before anything else in the client sees it. Anything out of bounds is a ProtocolViolation.
+
+_KIB: Final = 1024
+_MIB: Final = 1024 * _KIB
+
+#: Protocol ceilings (docs/relay-protocol.md §11). A relay may configure its limits lower,
+#: never higher; a client refuses frames beyond them, so a relay cannot make it buffer,
+#: allocate or loop more than these allow.
+#: Largest blob of one entry (ceiling of ``max_blob_bytes``).
+BLOB_BYTES_MAX: Final = 4 * _MIB
+#: Most blob bytes in one ``fetch`` page of more than one entry (ceiling of ``max_fetch_bytes``).
+FETCH_BYTES_MAX: Final = 4 * _MIB
+#: Most entries in one ``fetch`` page (ceiling of ``max_fetch``).
+FETCH_ENTRIES_MAX: Final = 4096
+#: Most ``also`` entries of one append (ceiling of ``max_also``).
+ALSO_MAX: Final = 256
+#: Framing around the blobs of the largest frame (a full fetch page is at most 15 bytes
+#: per entry plus the envelope), with room to spare.
+FRAME_OVERHEAD_BYTES: Final = 128 * _KIB
+#: Largest WebSocket message a relay may send: one larger blob plus a full page of the
+#: others (the bound §1 tells clients not to go below), plus framing.
+SERVER_FRAME_BYTES_MAX: Final = BLOB_BYTES_MAX + FETCH_BYTES_MAX + FRAME_OVERHEAD_BYTES
+#: Largest ``ttl`` (seconds), as in requests.
+TTL_MAX: Final = 2**32
+#: Longest ``code`` of an ``err`` frame, in characters.
+CODE_CHARS_MAX: Final = 64
+#: Longest ``message`` of an ``err`` frame, in characters.
+MESSAGE_CHARS_MAX: Final = 1024
+#: Longest ``server`` of a ``hello`` frame, in characters.
+SERVER_CHARS_MAX: Final = 256
+#: Longest frame type ``t`` and map key, in characters.
+NAME_CHARS_MAX: Final = 64
+#: Most keys in any map of a relay frame (the frame itself, ``limits``).
+MAP_KEYS_MAX: Final = 64
+#: Longest ``retry_after`` (seconds).
+RETRY_AFTER_MAX: Final = 3600.0
+#: The ``reason`` values of ``revoked``; any other reads as ``"rotated"`` (§8).
+REVOKED_REASONS: Final = ("rotated", "expired", "unavailable")
+
+#: UTF-8 takes at most 4 bytes a character: no string a relay may send is longer.
+_STR_BYTES_MAX: Final = 4 * MESSAGE_CHARS_MAX
+#: Elements of all arrays and maps of one frame together: a full fetch page (the list,
+#: and two per entry) or a full ``limits`` map, with the envelope. Bounds the objects
+#: the decoder builds, whatever the frame's bytes are spent on.
+_ITEMS_MAX: Final = 3 * FETCH_ENTRIES_MAX + 4 * MAP_KEYS_MAX
+
+#: The limits ``hello`` announces (§11): integer ones, with their ceiling …
+_INT_LIMITS: Final[dict[str, int]] = {
+    "max_frame_bytes": U64_MAX,
+    "max_blob_bytes": BLOB_BYTES_MAX,
+    "max_also": ALSO_MAX,
+    "max_fetch": FETCH_ENTRIES_MAX,
+    "max_fetch_bytes": FETCH_BYTES_MAX,
+    "append_burst": U64_MAX,
+    "request_burst": U64_MAX,
+    "max_subscriptions": U64_MAX,
+    "mailbox_max_entries": U64_MAX,
+    "mailbox_max_bytes": U64_MAX,
+    "default_ttl": TTL_MAX,
+    "max_ttl": TTL_MAX,
+    "expiry_granularity": TTL_MAX,
+}
+#: … and rates (a msgpack float, or an integer).
+_RATE_LIMITS: Final = frozenset({"appends_per_second", "requests_per_second"})
+_RATE_MAX: Final = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,13 +541,15 @@ class Hello:
     """First frame on every connection."""
 
     nonce: bytes
-    limits: dict[str, int]
+    #: The known limits of §11, each checked against its type and ceiling; others dropped.
+    limits: dict[str, int | float]
     server: str
 
 
 @dataclass(frozen=True, slots=True)
 class OkFrame:
-    """A successful answer; ``fields`` holds the op's result fields."""
+    """A successful answer; ``fields`` holds the op's result fields, not yet checked:
+    pass them through :func:`decode_answer` with the op of the request ``id`` names."""
 
     id: int
     fields: dict[str, Any]
@@ -499,47 +588,273 @@ class Revoked:
     reason: str = "rotated"
 
 
-ServerFrame = Hello | OkFrame | ErrFrame | Push | Revoked
+@dataclass(frozen=True, slots=True)
+class UnknownFrame:
+    """A well-formed frame of a type this version does not know: ignore it (§3, §15)."""
+
+    kind: str
+
+
+ServerFrame = Hello | OkFrame | ErrFrame | Push | Revoked | UnknownFrame
+
+
+class _Budget:
+    """Counts the elements of the arrays and maps the unpacker builds; refuses past the cap."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = _ITEMS_MAX
+
+    def take(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise ValueError("too many elements")
+
+    def array(self, items: list[Any]) -> list[Any]:
+        self.take(len(items))
+        return items
+
+    def map(self, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+        self.take(len(pairs))
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if type(key) is not str or len(key) > NAME_CHARS_MAX:
+                raise ValueError("map keys must be short strings")
+            out[key] = value
+        return out
+
+
+def _unpack_server_map(data: object) -> dict[str, Any]:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise BadFrame("Frames must be binary msgpack, not text.")
+    if len(data) > SERVER_FRAME_BYTES_MAX:
+        raise BadFrame(f"A relay frame is at most {SERVER_FRAME_BYTES_MAX} bytes.")
+    budget = _Budget()
+    try:
+        # Every length is capped at what some field of some relay frame may hold, and
+        # the hooks count every element, so a hostile frame costs at most about its own
+        # size in memory; no extension types are part of the protocol.
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            list_hook=budget.array,
+            object_pairs_hook=budget.map,
+            max_bin_len=BLOB_BYTES_MAX,
+            max_str_len=_STR_BYTES_MAX,
+            max_array_len=FETCH_ENTRIES_MAX,
+            max_map_len=MAP_KEYS_MAX,
+            max_ext_len=0,
+            ext_hook=_refuse_ext,
+        )
+    except Exception as exc:  # msgpack raises many types; all mean "not a frame"
+        raise BadFrame("The frame is not valid msgpack within the protocol's limits.") from exc
+    if not isinstance(value, dict):
+        raise BadFrame("A frame must be a msgpack map.")
+    return value
+
+
+def _text(m: Mapping[str, Any], name: str, hi: int, *, lo: int = 0) -> str:
+    value = m.get(name)
+    if value is None:
+        raise _missing(name)
+    if not isinstance(value, str) or not lo <= len(value) <= hi:
+        raise FieldInvalid(f"The field '{name}' must be a string of {lo} to {hi} characters.")
+    return value
+
+
+def _is_uint(value: object, hi: int = U64_MAX, lo: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _number(value: object, hi: float) -> bool:
+    """A non-negative finite int or float up to ``hi`` (NaN fails every comparison)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= hi
+
+
+def _limits(m: Mapping[str, Any]) -> dict[str, int | float]:
+    value = m.get("limits")
+    if not isinstance(value, dict):
+        raise FieldInvalid("The field 'limits' must be a map.")
+    out: dict[str, int | float] = {}
+    for key, limit in value.items():
+        if key in _INT_LIMITS:
+            if not _is_uint(limit, _INT_LIMITS[key]):
+                raise FieldInvalid(
+                    f"The limit '{key}' must be an integer from 0 to {_INT_LIMITS[key]}."
+                )
+        elif key in _RATE_LIMITS:
+            if not _number(limit, _RATE_MAX):
+                raise FieldInvalid(f"The limit '{key}' must be a number from 0 to {_RATE_MAX:g}.")
+        else:
+            continue  # unknown limits are ignored (§15)
+        out[key] = limit
+    return out
+
+
+def _retry_after(m: Mapping[str, Any]) -> float | None:
+    value = m.get("retry_after")
+    if value is None:
+        return None
+    if not _number(value, RETRY_AFTER_MAX):
+        raise FieldInvalid(
+            f"The field 'retry_after' must be a number of seconds from 0 to {RETRY_AFTER_MAX:g}."
+        )
+    return float(value)
+
+
+def _reason(m: Mapping[str, Any]) -> str:
+    value = m.get("reason")
+    if value is None:
+        return "rotated"  # the reference decoder's reading of a missing reason (§8)
+    if not isinstance(value, str):
+        raise FieldInvalid("The field 'reason' must be a string.")
+    return value if value in REVOKED_REASONS else "rotated"
 
 
 def decode_server_frame(data: bytes) -> ServerFrame:
-    """Decode one relay frame (client side).
+    """Decode one relay frame (client side), checking every field against the protocol.
+
+    Lengths, counts and integers are bounded by the ceilings above before anything is
+    built from them. The result fields of ``ok`` are checked by :func:`decode_answer`,
+    which needs the op of the request.
 
     Raises:
-        ProtocolViolation: for anything that is not a valid relay frame.
+        ProtocolViolation: (a subclass of it) for anything that is not a valid relay frame.
     """
-    m = _unpack_map(data, len(data))
+    m = _unpack_server_map(data)
     _check_version(m)
     kind = m.get("t")
+    if not isinstance(kind, str):
+        raise BadFrame("A frame needs a string type 't'.")
     if kind == "hello":
-        limits = m.get("limits")
-        if not isinstance(limits, dict):
-            raise FieldInvalid("The field 'limits' must be a map.")
         server = m.get("server")
         return Hello(
-            _bytes(m, "nonce", NONCE_BYTES), limits, server if isinstance(server, str) else ""
+            _bytes(m, "nonce", NONCE_BYTES),
+            _limits(m),
+            "" if server is None else _text(m, "server", SERVER_CHARS_MAX),
         )
     if kind == "ok":
         rid = _uint(m, "id", hi=ID_MAX)
         return OkFrame(rid, {k: v for k, v in m.items() if k not in {"v", "t", "id"}})
     if kind == "err":
-        err_id = None if m.get("id") is None else _uint(m, "id", hi=ID_MAX)
-        code, message = m.get("code"), m.get("message")
-        if not isinstance(code, str) or not isinstance(message, str):
-            raise FieldInvalid("An error frame needs string 'code' and 'message'.")
-        retry = m.get("retry_after")
         return ErrFrame(
-            err_id,
-            code,
-            message,
+            _opt_uint(m, "id", hi=ID_MAX),
+            _text(m, "code", CODE_CHARS_MAX, lo=1),
+            _text(m, "message", MESSAGE_CHARS_MAX),
             _opt_uint(m, "epoch"),
-            float(retry)
-            if isinstance(retry, int | float) and not isinstance(retry, bool)
-            else None,
+            _retry_after(m),
         )
     if kind == "push":
-        return Push(_mailbox(m), _uint(m, "seq"), _bytes(m, "blob", lo=0, hi=2**32))
+        return Push(_mailbox(m), _uint(m, "seq", lo=1), _bytes(m, "blob", lo=0, hi=BLOB_BYTES_MAX))
     if kind == "revoked":
-        reason = m.get("reason")
-        return Revoked(_mailbox(m), reason if isinstance(reason, str) else "rotated")
-    raise BadFrame("Unknown frame type.")
+        return Revoked(_mailbox(m), _reason(m))
+    if kind == "req":
+        raise BadFrame("A relay does not send requests.")
+    return UnknownFrame(kind)
+
+
+# -- the result fields of ok answers ----------------------------------------------------------
+
+
+def _request_uint(request: Mapping[str, Any], name: str) -> int | None:
+    value = request.get(name)
+    return value if _is_uint(value) else None
+
+
+def _flag(m: Mapping[str, Any], name: str) -> bool | None:
+    value = m.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise FieldInvalid(f"The field '{name}' must be true or false.")
+    return value
+
+
+def _append_answer(m: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"seq": _uint(m, "seq", lo=1)}
+    duplicate = _flag(m, "duplicate")
+    if duplicate is not None:
+        out["duplicate"] = duplicate
+    epoch = _opt_uint(m, "epoch")
+    if epoch is not None:
+        out["epoch"] = epoch
+    sent = request.get("also")
+    count = len(sent) if isinstance(sent, list | tuple) else 0
+    if count:  # one sequence number per also entry, 0 for a keyless one on a retry
+        also = m.get("also")
+        if (
+            not isinstance(also, list)
+            or len(also) != count
+            or not all(_is_uint(seq) for seq in also)
+        ):
+            raise FieldInvalid(f"The field 'also' must be a list of {count} sequence numbers.")
+        out["also"] = also
+    return out
+
+
+def _fetch_answer(m: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+    head = _uint(m, "head")
+    more = _flag(m, "more")
+    if more is None:
+        raise _missing("more")
+    asked = _request_uint(request, "limit")
+    limit = FETCH_ENTRIES_MAX if asked is None else max(1, min(asked, FETCH_ENTRIES_MAX))
+    entries = m.get("entries")
+    if not isinstance(entries, list) or len(entries) > limit:
+        raise FieldInvalid(f"The field 'entries' must be a list of at most {limit} entries.")
+    last = _request_uint(request, "after") or 0
+    total = 0
+    for entry in entries:
+        # [seq, blob] pairs, seq increasing, each above the cursor and at most the head.
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 2
+            or not _is_uint(entry[0], hi=head, lo=last + 1)
+            or not isinstance(entry[1], bytes)
+            or len(entry[1]) > BLOB_BYTES_MAX
+        ):
+            raise FieldInvalid(
+                "Each entry must be a [seq, blob] pair, seq increasing from 'after' to 'head'."
+            )
+        last = entry[0]
+        total += len(entry[1])
+    if len(entries) > 1 and total > FETCH_BYTES_MAX:
+        raise FieldInvalid(f"A page of several entries holds at most {FETCH_BYTES_MAX} bytes.")
+    return {"entries": entries, "head": head, "more": more}
+
+
+def _trim_answer(m: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+    through = _request_uint(request, "through")
+    return {"deleted": _uint(m, "deleted", hi=U64_MAX if through is None else through)}
+
+
+_ANSWERS: Final[dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]]] = {
+    "create": lambda m, r: {"ttl": _uint(m, "ttl", hi=TTL_MAX, lo=1)},
+    "append": _append_answer,
+    "fetch": _fetch_answer,
+    "trim": _trim_answer,
+}
+
+
+def decode_answer(
+    op: str, fields: Mapping[str, Any], request: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Check the result fields of an ``ok`` answer to ``op`` (client side).
+
+    Args:
+        op: the operation of the request the answer's ``id`` names.
+        fields: :attr:`OkFrame.fields`.
+        request: the request's own fields; bounds the answer where the protocol ties
+            them (``fetch``: at most ``limit`` entries, all above ``after``; ``append``:
+            one sequence number per ``also`` entry; ``trim``: at most ``through`` deleted).
+
+    Returns:
+        The op's result fields (§7), each checked for type and range; unknown fields are
+        dropped (§2). Operations without result fields, or unknown here, give ``{}``.
+
+    Raises:
+        FieldInvalid: a result field is missing, of the wrong type or out of range.
+    """
+    answer = _ANSWERS.get(op)
+    return {} if answer is None else answer(fields, request or {})

@@ -58,6 +58,7 @@ from .errors import (
     ConnectionClosed,
     Denied,
     MailboxExists,
+    ProtocolMismatch,
     RateLimited,
     Rejected,
     TransportError,
@@ -512,7 +513,7 @@ class RelayConnection:
             except TimeoutError:  # a request hung: drop the session, retry on the next
                 lost, stale = True, session
                 await session.close()
-            except Unreachable:
+            except (Unreachable, ProtocolMismatch):  # the session is gone: the next one
                 lost, stale = True, session
 
     def _jitter(self, failures: int) -> float:
@@ -712,7 +713,7 @@ class RelayConnection:
                         timeout=self._request_timeout,
                     )
                     return
-                except (Unreachable, TimeoutError):
+                except (Unreachable, ProtocolMismatch, TimeoutError):
                     return  # the next session sets it up again
                 except Rejected as exc:
                     if exc.transient:

@@ -3,6 +3,15 @@
 This is the low-level layer: one WebSocket, requests matched to answers by id,
 pushes delivered through :meth:`RelaySession.next_event`. Reconnection, cursors and
 the outbox are built on top of it.
+
+The relay is untrusted. A WebSocket message larger than the protocol's largest frame
+(``relay.protocol.SERVER_FRAME_BYTES_MAX``) is refused from its header, before its
+payload is read; every frame, and the result fields of every answer, are checked
+against the protocol (``relay.protocol.decode_server_frame``, ``decode_answer``). A
+message that fails any check is a protocol error: the session closes (code 1002, or
+1009 for size) and every waiting request fails with :class:`ProtocolMismatch`; nothing
+from that message reaches the caller, and what was received before it stays valid.
+Frames of an unknown type are ignored (``docs/relay-protocol.md`` §15).
 """
 
 from __future__ import annotations
@@ -15,14 +24,18 @@ from typing import Any
 import aiohttp
 import msgpack
 
-from relay.errors import ProtocolViolation
+from relay.errors import ProtocolViolation, UnsupportedVersion
 from relay.protocol import (
+    SERVER_FRAME_BYTES_MAX,
     ErrFrame,
     Hello,
     OkFrame,
     Push,
     Revoked,
+    ServerFrame,
+    UnknownFrame,
     auth_message,
+    decode_answer,
     decode_server_frame,
     rotate_message,
 )
@@ -30,7 +43,15 @@ from relay.protocol import (
 from .capability import MailboxCapability, new_mailbox_id
 from .errors import ProtocolMismatch, Unreachable, rejected
 
-__all__ = ["MailboxCapability", "RelaySession", "new_mailbox_id"]
+__all__ = ["MAX_MESSAGE_BYTES", "MailboxCapability", "RelaySession", "new_mailbox_id"]
+
+#: The largest WebSocket message accepted from a relay: the protocol's largest frame.
+MAX_MESSAGE_BYTES = SERVER_FRAME_BYTES_MAX
+#: aiohttp refuses a message of ``max_msg_size`` bytes or more (checked on each frame
+#: header, before the payload is buffered), so the setting is one above the largest.
+_MAX_MSG_SIZE = MAX_MESSAGE_BYTES + 1
+
+_Pending = tuple[str, dict[str, Any], "asyncio.Future[dict[str, Any]]"]
 
 
 class RelaySession:
@@ -43,12 +64,15 @@ class RelaySession:
         self._http = http
         self._own_http = own
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        #: request id -> (op, request fields, future of the answer's checked fields)
+        self._pending: dict[int, _Pending] = {}
         self._events: asyncio.Queue[Push | Revoked | ErrFrame] = asyncio.Queue()
         self.hello: Hello | None = None
         self._hello_seen = asyncio.Event()
         self._reader = asyncio.create_task(self._read_loop(), name="relay-session-reader")
         self.close_code: int | None = None
+        #: Why this session closed itself, if the relay broke the protocol.
+        self.protocol_error: ProtocolMismatch | None = None
 
     @classmethod
     async def connect(
@@ -69,7 +93,7 @@ class RelaySession:
 
         Raises:
             Unreachable: the relay cannot be reached.
-            ProtocolMismatch: it does not speak this protocol.
+            ProtocolMismatch: it does not speak this protocol (or broke it before the hello).
         """
         own = http is None
         client = http or aiohttp.ClientSession()
@@ -80,7 +104,7 @@ class RelaySession:
             async with asyncio.timeout(timeout):
                 ws = await client.ws_connect(
                     url,
-                    max_msg_size=0,
+                    max_msg_size=_MAX_MSG_SIZE,
                     heartbeat=30.0,
                     ssl=ssl if ssl is not None else True,
                     timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
@@ -100,7 +124,9 @@ class RelaySession:
             raise ProtocolMismatch("The relay did not greet this client.") from None
         if session.hello is None:
             await session.close()
-            raise ProtocolMismatch("The relay's first frame was not a hello.")
+            if session.protocol_error is not None:
+                raise session.protocol_error
+            raise ProtocolMismatch("The relay closed the connection before its hello.")
         return session
 
     @property
@@ -113,43 +139,96 @@ class RelaySession:
         return self._ws.closed
 
     async def _read_loop(self) -> None:
+        error: ProtocolMismatch | None = None
         try:
             async for msg in self._ws:
-                if msg.type != aiohttp.WSMsgType.BINARY:
-                    continue
-                try:
-                    frame = decode_server_frame(msg.data)
-                except ProtocolViolation:
-                    continue
-                if isinstance(frame, Hello):
-                    self.hello = frame
-                    self._hello_seen.set()
-                elif isinstance(frame, OkFrame):
-                    fut = self._pending.pop(frame.id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(frame.fields)
-                elif isinstance(frame, ErrFrame):
-                    fut = self._pending.pop(frame.id, None) if frame.id is not None else None
-                    if fut is not None and not fut.done():
-                        fut.set_exception(
-                            rejected(
-                                frame.code,
-                                frame.message,
-                                epoch=frame.epoch,
-                                retry_after=frame.retry_after,
-                            )
-                        )
-                    else:
-                        self._events.put_nowait(frame)
-                else:
-                    self._events.put_nowait(frame)
+                error = self._receive(msg)
+                if error is not None:
+                    break
+            if error is not None:
+                self.protocol_error = error
+                self._fail_pending(error)  # now, not after the close handshake
+                if not self._ws.closed:
+                    await self._ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR)
         finally:
             self.close_code = self._ws.close_code
             self._hello_seen.set()
-            for fut in self._pending.values():
+            self._fail_pending(error)
+
+    def _fail_pending(self, error: ProtocolMismatch | None) -> None:
+        for _, _, fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(
+                    Unreachable("The relay connection closed.")
+                    if error is None
+                    else ProtocolMismatch(str(error))
+                )
+        self._pending.clear()
+
+    def _receive(self, msg: aiohttp.WSMessage) -> ProtocolMismatch | None:
+        """Handle one WebSocket message; a protocol error to close the session on, or None."""
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            if not isinstance(msg.data, aiohttp.WebSocketError):
+                return None  # the connection failed; the loop ends with it
+            if msg.data.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+                return ProtocolMismatch(
+                    "The relay sent a message larger than the protocol allows "
+                    f"({MAX_MESSAGE_BYTES} bytes); the connection was closed."
+                )
+            return ProtocolMismatch("The relay broke the WebSocket protocol.")
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            return ProtocolMismatch("The relay sent a text message; its frames are binary.")
+        if msg.type != aiohttp.WSMsgType.BINARY:
+            return None
+        try:
+            frame = decode_server_frame(msg.data)
+        except UnsupportedVersion:
+            return ProtocolMismatch("The relay speaks another version of the protocol.")
+        except ProtocolViolation as exc:
+            return ProtocolMismatch(f"The relay sent an invalid frame: {exc.message}")
+        return self._dispatch(frame)
+
+    def _dispatch(self, frame: ServerFrame) -> ProtocolMismatch | None:
+        if isinstance(frame, UnknownFrame):
+            return None  # a later protocol's frame type: ignored
+        if isinstance(frame, Hello):
+            if self.hello is not None:
+                return ProtocolMismatch("The relay sent a second hello.")
+            self.hello = frame
+            self._hello_seen.set()
+            return None
+        if self.hello is None:
+            return ProtocolMismatch("The relay's first frame was not a hello.")
+        if isinstance(frame, OkFrame):
+            pending = self._pending.pop(frame.id, None)
+            if pending is None:
+                return None  # the answer to a request that gave up waiting
+            op, request, fut = pending
+            try:
+                result = decode_answer(op, frame.fields, request)
+            except ProtocolViolation as exc:
+                error = ProtocolMismatch(f"The relay's answer to '{op}' is invalid: {exc.message}")
                 if not fut.done():
-                    fut.set_exception(Unreachable("The relay connection closed."))
-            self._pending.clear()
+                    fut.set_exception(ProtocolMismatch(str(error)))
+                return error
+            if not fut.done():
+                fut.set_result(result)
+        elif isinstance(frame, ErrFrame):
+            pending = self._pending.pop(frame.id, None) if frame.id is not None else None
+            if pending is not None and not pending[2].done():
+                pending[2].set_exception(
+                    rejected(
+                        frame.code,
+                        frame.message,
+                        epoch=frame.epoch,
+                        retry_after=frame.retry_after,
+                    )
+                )
+            else:
+                self._events.put_nowait(frame)
+        else:
+            self._events.put_nowait(frame)
+        return None
 
     async def wait_closed(self) -> None:
         """Return once the connection has closed (by either side) and its reader has stopped.
@@ -169,17 +248,19 @@ class RelaySession:
         return next(self._ids)
 
     async def call(self, op: str, *, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
-        """Send one request and wait for its answer's fields.
+        """Send one request and wait for its answer's fields, checked against the protocol.
 
         Raises:
             Rejected: the relay answered with an error (the subclass for its code).
             Unreachable: the connection closed first.
+            ProtocolMismatch: the answer, or another frame meanwhile, broke the protocol;
+                the session is closed.
         """
-        if self._reader.done():  # closed: no answer could ever be matched
+        if self._reader.done() or self._ws.closed:  # no answer could ever be matched
             raise Unreachable("The relay connection closed.")
         request_id = self.next_id()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = fut
+        self._pending[request_id] = (op, fields, fut)
         frame = {"v": 1, "t": "req", "id": request_id, "op": op, **fields}
         try:
             await self._ws.send_bytes(msgpack.packb(frame, use_bin_type=True))

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 FUZZ_DIR = Path(__file__).resolve().parents[2] / "fuzz"
-HARNESSES = ["fuzz_mls_message", "fuzz_relay_frame", "fuzz_invite", "fuzz_content"]
+HARNESSES = [
+    "fuzz_mls_message",
+    "fuzz_relay_frame",
+    "fuzz_server_frame",
+    "fuzz_invite",
+    "fuzz_content",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import msgpack
@@ -12,12 +13,23 @@ from hypothesis import strategies as st
 
 from relay.errors import BadFrame, FieldInvalid, ProtocolViolation, UnknownOp, UnsupportedVersion
 from relay.protocol import (
+    ALSO_MAX,
+    BLOB_BYTES_MAX,
+    CODE_CHARS_MAX,
+    FETCH_BYTES_MAX,
+    FETCH_ENTRIES_MAX,
     ID_MAX,
     KEY_BYTES,
     MAILBOX_ID_BYTES,
+    MAP_KEYS_MAX,
+    MESSAGE_CHARS_MAX,
     NONCE_BYTES,
     OPS,
+    RETRY_AFTER_MAX,
+    SERVER_CHARS_MAX,
+    SERVER_FRAME_BYTES_MAX,
     SIGNATURE_BYTES,
+    TTL_MAX,
     U64_MAX,
     Append,
     Auth,
@@ -34,8 +46,10 @@ from relay.protocol import (
     Rotate,
     Subscribe,
     Trim,
+    UnknownFrame,
     Unsubscribe,
     auth_message,
+    decode_answer,
     decode_request,
     decode_server_frame,
     encode,
@@ -226,7 +240,8 @@ def test_server_frames_decode() -> None:
         ({"t": "push", "mailbox": MAILBOX, "seq": 1, "blob": "text"}, FieldInvalid),
         ({"t": "revoked", "mailbox": b"short"}, FieldInvalid),
         ({"t": "req", "id": 1, "op": "ping"}, BadFrame),
-        ({"t": "surprise"}, BadFrame),
+        ({"t": 5}, BadFrame),
+        ({"t": b"push"}, BadFrame),
         ({}, BadFrame),
     ],
 )
@@ -240,6 +255,292 @@ def test_server_frame_versions(version: Any) -> None:
     data = msgpack.packb({"v": version, "t": "revoked", "mailbox": MAILBOX}, use_bin_type=True)
     with pytest.raises(UnsupportedVersion):
         decode_server_frame(data)
+
+
+def test_unknown_server_frame_types_are_ignored_not_refused() -> None:
+    """§3 and §15: a later protocol's frame type decodes to UnknownFrame, for the client to skip."""
+    assert decode_server_frame(encode({"t": "surprise", "x": [1, 2]})) == UnknownFrame("surprise")
+
+
+# -- what a client accepts from a relay: every field bounded (issue #15, item 4) -----------
+
+
+def oversized_map(count: int) -> dict[str, Any]:
+    return {f"k{n}": n for n in range(count)}
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        # err: code and message are short strings, retry_after a sane number of seconds
+        ({"t": "err", "code": "", "message": "m"}, FieldInvalid),
+        ({"t": "err", "code": "c" * (CODE_CHARS_MAX + 1), "message": "m"}, FieldInvalid),
+        ({"t": "err", "code": "x", "message": "m" * (MESSAGE_CHARS_MAX + 1)}, FieldInvalid),
+        ({"t": "err", "code": "x", "message": b"m"}, FieldInvalid),
+        ({"t": "err", "code": "x", "message": "m", "retry_after": math.nan}, FieldInvalid),
+        ({"t": "err", "code": "x", "message": "m", "retry_after": math.inf}, FieldInvalid),
+        ({"t": "err", "code": "x", "message": "m", "retry_after": -1}, FieldInvalid),
+        (
+            {"t": "err", "code": "x", "message": "m", "retry_after": RETRY_AFTER_MAX + 1},
+            FieldInvalid,
+        ),
+        ({"t": "err", "code": "x", "message": "m", "retry_after": True}, FieldInvalid),
+        ({"t": "err", "code": "x", "message": "m", "retry_after": "1"}, FieldInvalid),
+        ({"t": "err", "code": "x", "message": "m", "epoch": U64_MAX + 1}, FieldInvalid),
+        ({"t": "err", "id": ID_MAX + 1, "code": "x", "message": "m"}, FieldInvalid),
+        # push: a sequence number from 1, a blob within the protocol's ceiling
+        ({"t": "push", "mailbox": MAILBOX, "seq": 0, "blob": b""}, FieldInvalid),
+        ({"t": "push", "mailbox": MAILBOX, "seq": U64_MAX + 1, "blob": b""}, FieldInvalid),
+        ({"t": "push", "mailbox": MAILBOX, "seq": "1", "blob": b""}, FieldInvalid),
+        ({"t": "push", "mailbox": MAILBOX, "seq": 1, "blob": 2**62}, FieldInvalid),
+        ({"t": "push", "mailbox": MAILBOX, "seq": 1}, FieldInvalid),
+        # hello: server is a short string, known limits are numbers within their ceilings
+        ({"t": "hello", "nonce": NONCE, "limits": {}, "server": 1}, FieldInvalid),
+        (
+            {"t": "hello", "nonce": NONCE, "limits": {}, "server": "s" * (SERVER_CHARS_MAX + 1)},
+            FieldInvalid,
+        ),
+        ({"t": "hello", "nonce": NONCE, "limits": {"max_fetch": True}}, FieldInvalid),
+        ({"t": "hello", "nonce": NONCE, "limits": {"max_fetch": -1}}, FieldInvalid),
+        ({"t": "hello", "nonce": NONCE, "limits": {"max_fetch": "256"}}, FieldInvalid),
+        ({"t": "hello", "nonce": NONCE, "limits": {"max_fetch": 256.0}}, FieldInvalid),
+        (
+            {"t": "hello", "nonce": NONCE, "limits": {"max_fetch": FETCH_ENTRIES_MAX + 1}},
+            FieldInvalid,
+        ),
+        (
+            {"t": "hello", "nonce": NONCE, "limits": {"max_blob_bytes": BLOB_BYTES_MAX + 1}},
+            FieldInvalid,
+        ),
+        (
+            {"t": "hello", "nonce": NONCE, "limits": {"max_fetch_bytes": FETCH_BYTES_MAX + 1}},
+            FieldInvalid,
+        ),
+        ({"t": "hello", "nonce": NONCE, "limits": {"max_also": ALSO_MAX + 1}}, FieldInvalid),
+        ({"t": "hello", "nonce": NONCE, "limits": {"max_ttl": TTL_MAX + 1}}, FieldInvalid),
+        (
+            {"t": "hello", "nonce": NONCE, "limits": {"appends_per_second": math.nan}},
+            FieldInvalid,
+        ),
+        ({"t": "hello", "nonce": NONCE, "limits": {"appends_per_second": -1.0}}, FieldInvalid),
+        # revoked: a string reason
+        ({"t": "revoked", "mailbox": MAILBOX, "reason": 1}, FieldInvalid),
+        # ok: the id is a request id
+        ({"t": "ok", "id": ID_MAX + 1}, FieldInvalid),
+        ({"t": "ok", "id": True}, FieldInvalid),
+        # shapes no relay frame has: more keys, longer strings or keys than any field needs
+        ({"t": "ok", "id": 1, **oversized_map(MAP_KEYS_MAX)}, BadFrame),
+        ({"t": "hello", "nonce": NONCE, "limits": oversized_map(MAP_KEYS_MAX + 1)}, BadFrame),
+        ({"t": "ok", "id": 1, "x": "s" * (4 * MESSAGE_CHARS_MAX + 1)}, BadFrame),
+        ({"t": "ok", "id": 1, "k" * 65: 1}, BadFrame),
+        ({"t": "ok", "id": 1, "x": {b"bytes key": 1}}, BadFrame),
+        ({"t": "ok", "id": 1, "x": [None] * (FETCH_ENTRIES_MAX + 1)}, BadFrame),
+        # more array and map elements in one frame than a full fetch page has
+        ({"t": "ok", "id": 1, "x": [[None] * FETCH_ENTRIES_MAX] * 4}, BadFrame),
+    ],
+)
+def test_server_frames_out_of_bounds(
+    fields: dict[str, Any], error: type[ProtocolViolation]
+) -> None:
+    with pytest.raises(error) as info:
+        decode_server_frame(encode(fields))
+    assert type(info.value) is error
+
+
+def test_server_frame_bounds_are_inclusive() -> None:
+    assert decode_server_frame(
+        encode(
+            {
+                "t": "err",
+                "id": ID_MAX,
+                "code": "c" * CODE_CHARS_MAX,
+                "message": "m" * MESSAGE_CHARS_MAX,
+                "epoch": U64_MAX,
+                "retry_after": RETRY_AFTER_MAX,
+            }
+        )
+    ) == ErrFrame(ID_MAX, "c" * CODE_CHARS_MAX, "m" * MESSAGE_CHARS_MAX, U64_MAX, RETRY_AFTER_MAX)
+    assert decode_server_frame(
+        encode({"t": "err", "code": "x", "message": "", "retry_after": 0})
+    ) == ErrFrame(None, "x", "", retry_after=0.0)
+    limits = {
+        "max_blob_bytes": BLOB_BYTES_MAX,
+        "max_fetch_bytes": FETCH_BYTES_MAX,
+        "max_fetch": FETCH_ENTRIES_MAX,
+        "max_also": ALSO_MAX,
+        "max_frame_bytes": U64_MAX,
+        "appends_per_second": 50,
+        "requests_per_second": 0.5,
+    }
+    hello = decode_server_frame(
+        encode({"t": "hello", "nonce": NONCE, "limits": limits, "server": "s" * SERVER_CHARS_MAX})
+    )
+    assert hello == Hello(NONCE, limits, "s" * SERVER_CHARS_MAX)
+    assert decode_server_frame(
+        encode({"t": "push", "mailbox": MAILBOX, "seq": U64_MAX, "blob": b"b" * BLOB_BYTES_MAX})
+    ) == Push(MAILBOX, U64_MAX, b"b" * BLOB_BYTES_MAX)
+
+
+def test_a_blob_over_the_ceiling_is_refused_before_it_is_built() -> None:
+    data = encode({"t": "push", "mailbox": MAILBOX, "seq": 1, "blob": b"b" * (BLOB_BYTES_MAX + 1)})
+    with pytest.raises(BadFrame):
+        decode_server_frame(data)
+
+
+def test_a_frame_over_the_protocols_largest_is_refused() -> None:
+    data = encode({"t": "ok", "id": 1})
+    data = data[:-1] + b"\x00" * (SERVER_FRAME_BYTES_MAX - len(data) + 2)
+    with pytest.raises(BadFrame, match=str(SERVER_FRAME_BYTES_MAX)):
+        decode_server_frame(data)
+
+
+def test_unknown_limits_are_dropped_and_unknown_reasons_read_as_rotated() -> None:
+    hello = decode_server_frame(
+        encode({"t": "hello", "nonce": NONCE, "limits": {"max_fetch": 9, "new": [1], "x": "y"}})
+    )
+    assert hello == Hello(NONCE, {"max_fetch": 9}, "")
+    for reason in ("\x1b[2J Farida removed Chen", "ROTATED", ""):
+        revoked = decode_server_frame(
+            encode({"t": "revoked", "mailbox": MAILBOX, "reason": reason})
+        )
+        assert revoked == Revoked(MAILBOX, "rotated")
+    for reason in ("rotated", "expired", "unavailable"):
+        revoked = decode_server_frame(
+            encode({"t": "revoked", "mailbox": MAILBOX, "reason": reason})
+        )
+        assert revoked == Revoked(MAILBOX, reason)
+
+
+# -- the result fields of ok answers ---------------------------------------------------------
+
+
+def answer(
+    op: str, fields: dict[str, Any], request: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The frame as a relay sends it, decoded and checked as the client does."""
+    ok = decode_server_frame(encode({"t": "ok", "id": 1, **fields}))
+    assert isinstance(ok, OkFrame)
+    return decode_answer(op, ok.fields, request)
+
+
+def test_issue_15_fetch_entry_with_an_integer_blob_is_refused() -> None:
+    """A fetch answer with entries [[1, 2**62]] made the client call bytes(2**62): MemoryError."""
+    with pytest.raises(FieldInvalid, match="entry"):
+        answer("fetch", {"entries": [[1, 2**62]], "head": 1, "more": False}, {"after": 0})
+
+
+def test_issue_15_head_of_thousands_of_digits_is_refused() -> None:
+    """A 5,000-digit head made the client call int() on it: ValueError."""
+    with pytest.raises(BadFrame):  # longer than any string a relay may send
+        answer("fetch", {"entries": [], "head": "9" * 5000, "more": False})
+    with pytest.raises(FieldInvalid, match="head"):  # a string is not a uint, whatever its length
+        answer("fetch", {"entries": [], "head": "9" * 4000, "more": False})
+    with pytest.raises(FieldInvalid, match="head"):
+        answer("fetch", {"entries": [], "head": U64_MAX + 1, "more": False})
+
+
+@pytest.mark.parametrize(
+    ("op", "fields", "request_", "expected"),
+    [
+        ("create", {"ttl": 1_209_600}, {}, {"ttl": 1_209_600}),
+        ("create", {"ttl": TTL_MAX, "extra": "dropped"}, {}, {"ttl": TTL_MAX}),
+        ("append", {"seq": 1}, {}, {"seq": 1}),
+        (
+            "append",
+            {"seq": U64_MAX, "duplicate": True, "epoch": 3, "also": [0, 7]},
+            {"epoch": 2, "also": [{}, {}]},
+            {"seq": U64_MAX, "duplicate": True, "epoch": 3, "also": [0, 7]},
+        ),
+        ("append", {"seq": 4, "also": [5]}, {}, {"seq": 4}),  # also nobody asked for: dropped
+        ("fetch", {"entries": [], "head": 0, "more": False}, {"after": 0}, ...),
+        ("fetch", {"entries": [], "head": 3, "more": False}, {"after": 9}, ...),  # restored relay
+        ("fetch", {"entries": [[4, b"a"], [9, b""]], "head": 9, "more": True}, {"after": 3}, ...),
+        ("fetch", {"entries": [[1, b"x" * BLOB_BYTES_MAX]], "head": 5, "more": True}, {}, ...),
+        (
+            "fetch",
+            {
+                "entries": [[n, b""] for n in range(1, FETCH_ENTRIES_MAX + 1)],
+                "head": U64_MAX,
+                "more": True,
+            },
+            {},
+            ...,
+        ),
+        ("trim", {"deleted": 0}, {"through": 0}, {"deleted": 0}),
+        ("trim", {"deleted": 5}, {"through": 5}, {"deleted": 5}),
+        ("ping", {"anything": [1, 2]}, {}, {}),
+        ("auth", {}, {}, {}),
+        ("subscribe", {}, {}, {}),
+        ("unsubscribe", {}, {}, {}),
+        ("rotate", {}, {}, {}),
+        ("future_op", {"x": 1}, {}, {}),
+    ],
+)
+def test_valid_answers(
+    op: str, fields: dict[str, Any], request_: dict[str, Any], expected: Any
+) -> None:
+    assert answer(op, fields, request_) == (fields if expected is ... else expected)
+
+
+@pytest.mark.parametrize(
+    ("op", "fields", "request_"),
+    [
+        ("create", {}, {}),
+        ("create", {"ttl": 0}, {}),
+        ("create", {"ttl": TTL_MAX + 1}, {}),
+        ("create", {"ttl": "1"}, {}),
+        ("append", {}, {}),
+        ("append", {"seq": 0}, {}),
+        ("append", {"seq": True}, {}),
+        ("append", {"seq": 1.0}, {}),
+        ("append", {"seq": 1, "duplicate": 1}, {}),
+        ("append", {"seq": 1, "duplicate": "yes"}, {}),
+        ("append", {"seq": 1, "epoch": -1}, {"epoch": 0}),
+        ("append", {"seq": 1, "epoch": "1"}, {"epoch": 0}),
+        ("append", {"seq": 1}, {"also": [{}]}),  # one number per also entry is required
+        ("append", {"seq": 1, "also": []}, {"also": [{}]}),
+        ("append", {"seq": 1, "also": [1, 2]}, {"also": [{}]}),
+        ("append", {"seq": 1, "also": [-1]}, {"also": [{}]}),
+        ("append", {"seq": 1, "also": ["1"]}, {"also": [{}]}),
+        ("append", {"seq": 1, "also": {"0": 1}}, {"also": [{}]}),
+        ("fetch", {"head": 0, "more": False}, {}),
+        ("fetch", {"entries": [], "more": False}, {}),
+        ("fetch", {"entries": [], "head": 0}, {}),
+        ("fetch", {"entries": [], "head": 0, "more": 0}, {}),
+        ("fetch", {"entries": [], "head": -1, "more": False}, {}),
+        ("fetch", {"entries": [], "head": 1.0, "more": False}, {}),
+        ("fetch", {"entries": {}, "head": 0, "more": False}, {}),
+        ("fetch", {"entries": [[1, b"a"]], "head": 0, "more": False}, {}),  # above the head
+        ("fetch", {"entries": [[3, b"a"]], "head": 5, "more": False}, {"after": 3}),  # not after
+        ("fetch", {"entries": [[2, b"a"], [2, b"b"]], "head": 5, "more": False}, {}),  # repeated
+        ("fetch", {"entries": [[3, b"a"], [2, b"b"]], "head": 5, "more": False}, {}),  # decreasing
+        ("fetch", {"entries": [[0, b"a"]], "head": 5, "more": False}, {}),
+        ("fetch", {"entries": [[1, "text"]], "head": 5, "more": False}, {}),
+        ("fetch", {"entries": [[1, b"a", 3]], "head": 5, "more": False}, {}),
+        ("fetch", {"entries": [[1]], "head": 5, "more": False}, {}),
+        ("fetch", {"entries": [1], "head": 5, "more": False}, {}),
+        ("fetch", {"entries": [[True, b""]], "head": 5, "more": False}, {}),
+        ("fetch", {"entries": [[1, b""], [2, b""]], "head": 5, "more": True}, {"limit": 1}),
+        (
+            "fetch",
+            {"entries": [[1, b"x" * FETCH_BYTES_MAX], [2, b"y"]], "head": 5, "more": True},
+            {},
+        ),
+        ("trim", {}, {}),
+        ("trim", {"deleted": -1}, {}),
+        ("trim", {"deleted": 6}, {"through": 5}),
+        ("trim", {"deleted": U64_MAX + 1}, {}),
+    ],
+)
+def test_invalid_answers(op: str, fields: dict[str, Any], request_: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolViolation) as info:
+        answer(op, fields, request_)
+    assert isinstance(info.value, FieldInvalid | BadFrame)
+
+
+def test_answers_keep_only_checked_fields() -> None:
+    fields = {"seq": 2, "smuggled": b"x" * 1000, "epoch": None}
+    assert answer("append", fields) == {"seq": 2}
 
 
 # -- request validation --------------------------------------------------------------------
@@ -569,7 +870,7 @@ server_frames = st.one_of(
     st.builds(
         lambda m, s, b: encode({"t": "push", "mailbox": m, "seq": s, "blob": b}),
         mailboxes,
-        u64,
+        st.integers(1, U64_MAX),
         st.binary(max_size=32),
     ),
     st.builds(lambda m: encode({"t": "revoked", "mailbox": m}), mailboxes),
