@@ -120,6 +120,7 @@ def _consume(op: str, result: dict[str, Any], request: dict[str, Any]) -> None:
         head = int(result["head"])
         assert type(result["more"]) is bool
         assert _uint(head)
+        assert entries or not result["more"]
         assert len(entries) <= min(request["limit"], FETCH_ENTRIES_MAX)
         seqs = [s for s, _ in entries]
         assert seqs == sorted(set(seqs))

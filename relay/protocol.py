@@ -821,6 +821,8 @@ def _fetch_answer(m: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str,
         total += len(entry[1])
     if len(entries) > 1 and total > FETCH_BYTES_MAX:
         raise FieldInvalid(f"A page of several entries holds at most {FETCH_BYTES_MAX} bytes.")
+    if more and not entries:  # a page holds at least one entry if any exists (§7)
+        raise FieldInvalid("An empty page cannot say that more entries follow.")
     return {"entries": entries, "head": head, "more": more}
 
 

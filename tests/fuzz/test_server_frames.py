@@ -183,6 +183,7 @@ def consume(op: str, result: dict[str, Any], request: dict[str, Any]) -> None:
         entries = tuple((int(s), bytes(b)) for s, b in result["entries"])
         head, more = int(result["head"]), bool(result["more"])
         assert is_uint(head) and type(result["more"]) is bool and isinstance(more, bool)
+        assert entries or not more
         limit = request.get("limit")
         cap = limit if is_uint(limit) and limit else FETCH_ENTRIES_MAX
         assert len(entries) <= min(cap, FETCH_ENTRIES_MAX)

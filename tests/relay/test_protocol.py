@@ -521,6 +521,7 @@ def test_valid_answers(
         ("fetch", {"entries": [1], "head": 5, "more": False}, {}),
         ("fetch", {"entries": [[True, b""]], "head": 5, "more": False}, {}),
         ("fetch", {"entries": [[1, b""], [2, b""]], "head": 5, "more": True}, {"limit": 1}),
+        ("fetch", {"entries": [], "head": 5, "more": True}, {}),  # more, but an empty page
         (
             "fetch",
             {"entries": [[1, b"x" * FETCH_BYTES_MAX], [2, b"y"]], "head": 5, "more": True},
