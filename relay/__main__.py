@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import re
-import sqlite3
 import ssl
 import sys
 from pathlib import Path
@@ -18,7 +17,8 @@ from aiohttp import web
 from .app import create_app
 from .config import RelayConfig, load_config
 from .errors import ConfigError, RelayError
-from .store import sqlite_path_from_url
+from .store import mark_store_restored, sqlite_path_from_url
+from .store.sqlite import backup_store
 
 __all__ = ["main"]
 
@@ -170,15 +170,35 @@ def backup(destination: Path, config_file: Path | None, **flags: Any) -> None:
         raise click.ClickException(f"There is no store at {source}.")
     if destination.exists():
         raise click.ClickException(f"{destination} already exists; choose a new file.")
-    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
-    dst = sqlite3.connect(destination)
-    try:
-        src.backup(dst)  # SQLite's online backup: a consistent snapshot, writers keep going
-    finally:
-        dst.close()
-        src.close()
-    destination.chmod(0o600)
+    # SQLite's online backup (a consistent snapshot, writers keep going), marked as a
+    # restored copy: a relay started on it begins a new generation.
+    backup_store(source, destination)
     click.echo(f"Backed up the store to {destination}.", err=True)
+
+
+@cli.command("mark-restored")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Directory of the SQLite store.")
+@click.option("--database-url", help="sqlite:///path or postgresql://… of the restored store.")
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="TOML configuration file."
+)
+def mark_restored(config_file: Path | None, **flags: Any) -> None:
+    """Mark a store restored by other means than `backup` (PostgreSQL, file copies).
+
+    Run it after the restore, with every relay node stopped. The next start begins a
+    new generation: clients are told, and sequence numbers and epochs continue above
+    everything handed out before, so no client skips or repeats an entry.
+    """
+    config = _load(config_file, **flags)
+    try:
+        asyncio.run(mark_store_restored(config.store_url()))
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+    except RelayError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(
+        "Marked the store as restored; it starts a new generation at the next start.", err=True
+    )
 
 
 @cli.command()

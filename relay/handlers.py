@@ -87,10 +87,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     )
     connections.add(conn)
     metric.connections += 1
+    hello: dict[str, Any] = {
+        "t": "hello",
+        "nonce": nonce,
+        "server": app[SERVER_NAME],
+        "limits": config.info(),
+    }
+    if app[STORE].generation:  # changes when the store is a restored copy (§6 of the protocol)
+        hello["generation"] = app[STORE].generation
     try:
-        conn.send(
-            {"t": "hello", "nonce": nonce, "server": app[SERVER_NAME], "limits": config.info()}
-        )
+        conn.send(hello)
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
                 metric.received_bytes += len(msg.data)

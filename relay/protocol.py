@@ -78,6 +78,8 @@ MAILBOX_ID_BYTES: Final = 16
 KEY_BYTES: Final = 32  # Ed25519 public key
 SIGNATURE_BYTES: Final = 64  # Ed25519 signature
 NONCE_BYTES: Final = 32
+#: A store generation id, in ``hello`` (docs/relay-protocol.md §4).
+GENERATION_BYTES: Final = 16
 IDEMPOTENCY_KEY_MIN: Final = 8
 IDEMPOTENCY_KEY_MAX: Final = 32
 ID_MAX: Final = 2**32 - 1
@@ -544,6 +546,8 @@ class Hello:
     #: The known limits of §11, each checked against its type and ceiling; others dropped.
     limits: dict[str, int | float]
     server: str
+    #: The store's generation id (:data:`GENERATION_BYTES`); None from a relay without one.
+    generation: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -735,6 +739,7 @@ def decode_server_frame(data: bytes) -> ServerFrame:
             _bytes(m, "nonce", NONCE_BYTES),
             _limits(m),
             "" if server is None else _text(m, "server", SERVER_CHARS_MAX),
+            _opt_bytes(m, "generation", GENERATION_BYTES),
         )
     if kind == "ok":
         rid = _uint(m, "id", hi=ID_MAX)

@@ -4,18 +4,30 @@ A mailbox is an ordered log of opaque blobs. Sequence numbers start at 1 and are
 assigned without gaps or duplicates; trimming and expiry remove entries but never
 reuse a number. A backend acknowledges a write only once it is durable, and tells
 its listeners about new entries after the commit, in sequence order per mailbox.
+
+Generations: every store holds one *generation* record, a random 16-byte id that the
+relay announces in ``hello``. A store that is a restored copy (a backup made by
+``backchannel-relay backup``, or one the operator marked with ``backchannel-relay
+mark-restored``) carries a ``restored`` flag; the first open of such a store starts a
+new generation: a new id, and every mailbox's head and epoch raised to a *floor*
+above any number the store can have handed out before (:func:`restore_floor`), so
+clients' cursors stay valid and no number is given out twice. See "Generations and
+restores" in ``docs/relay-protocol.md``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Protocol
+from typing import Final, Protocol
 
 __all__ = [
+    "GENERATION_BYTES",
+    "SEQ_PER_SECOND",
     "Appended",
     "ClusterListener",
     "MailboxKeys",
@@ -26,8 +38,37 @@ __all__ = [
     "StoreStats",
     "SweepResult",
     "migration_scripts",
+    "new_generation_id",
+    "restore_floor",
     "round_up",
 ]
+
+#: Length of a store generation id.
+GENERATION_BYTES: Final = 16
+#: Sequence numbers one mailbox could be given per second, at most, for restore floors:
+#: far above what any store commits (2**20 is about a million a second).
+SEQ_PER_SECOND: Final = 2**20
+#: Largest sequence number or epoch: both stores keep them as signed 64-bit integers.
+_U63: Final = 2**63 - 1
+
+
+def new_generation_id() -> bytes:
+    """A fresh random generation id."""
+    return os.urandom(GENERATION_BYTES)
+
+
+def restore_floor(now: float, max_head: int, max_epoch: int, old_floor: int) -> int:
+    """The number heads and epochs are raised to when a restored store starts a generation.
+
+    Anything the store handed out before the restore, including what the restore
+    lost, was below ``now * SEQ_PER_SECOND``: numbers start at 1 and the previous
+    floor was taken at an earlier time, and no mailbox takes a million appends a
+    second. The floor is also above every head and epoch the restored copy holds, so
+    it is right even if the clock is behind. (Assumes a wall clock that does not run
+    far backwards between restores; see docs/operating-a-relay.md.)
+    """
+    floor = max(int(now) * SEQ_PER_SECOND, max_head + 1, max_epoch + 1, old_floor + 1)
+    return min(floor, _U63 // 2)
 
 
 def migration_scripts(backend: str) -> list[tuple[int, str]]:
@@ -141,6 +182,8 @@ class MailboxStore(ABC):
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
         self._cluster: ClusterListener | None = None
+        #: The store's generation id (:data:`GENERATION_BYTES` bytes), set by :meth:`open`.
+        self.generation: bytes = b""
 
     def set_cluster_listener(self, listener: ClusterListener) -> None:
         """Receive the other nodes' appends and rotations (multi-node stores only)."""
@@ -156,7 +199,11 @@ class MailboxStore(ABC):
 
     @abstractmethod
     async def open(self) -> None:
-        """Open connections, apply migrations and start background workers."""
+        """Open connections, apply migrations and start background workers.
+
+        Sets :attr:`generation`; a store marked as restored starts a new generation
+        first (see the module docstring).
+        """
 
     @abstractmethod
     async def close(self) -> None:

@@ -20,21 +20,29 @@ _SELECT_MAILBOXES = "SELECT id, read_key, write_key, admin_key, ttl, epoch, head
 _SELECT_ENTRIES = "SELECT mailbox, seq, blob, idem, expires_at FROM entries"
 
 
-def _read_sqlite(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+_Generation = tuple[bytes, int, bool]
+
+
+def _read_sqlite(
+    path: Path,
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], _Generation | None]:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             raise ConfigError(f"{path} is not a Backchannel relay store.")
-        conn.execute("BEGIN")  # one consistent snapshot of both tables
+        conn.execute("BEGIN")  # one consistent snapshot of every table
         mailboxes = conn.execute(_SELECT_MAILBOXES).fetchall()
         entries = conn.execute(_SELECT_ENTRIES).fetchall()
+        row = conn.execute("SELECT id, floor, restored FROM generation").fetchone()
         conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"Cannot read {path}: {exc.__class__.__name__}.") from None
     finally:
         conn.close()
-    return mailboxes, entries
+    # The clients of a moved store keep seeing its generation (docs/relay-protocol.md §6).
+    generation = None if row is None else (bytes(row[0]), int(row[1]), bool(row[2]))
+    return mailboxes, entries, generation
 
 
 async def copy_sqlite_to_postgres(source: str, target: str) -> tuple[int, int]:
@@ -86,11 +94,11 @@ async def _copy(path: Path, target: str) -> tuple[int, int]:
         apply_migrations(conn)
     finally:
         conn.close()
-    mailboxes, entries = await asyncio.to_thread(_read_sqlite, path)
+    mailboxes, entries, generation = await asyncio.to_thread(_read_sqlite, path)
     store = PostgresStore(target, StoreLimits())
     await store.open()
     try:
-        await store.import_rows(mailboxes, entries)
+        await store.import_rows(mailboxes, entries, generation)
     finally:
         await store.close()
     return len(mailboxes), len(entries)

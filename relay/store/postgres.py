@@ -30,6 +30,10 @@ wrote reach its subscribers straight away; the other nodes' are handed to the
 connection drops, the node reconnects with backoff and asks the hub to resync every
 subscription from its cursor, so a lost notification delays delivery but never
 drops it.
+
+The store's generation (see :mod:`.base`) is one row, ``relay_generation``. The first
+node to open a store marked restored starts the new generation, under that row's lock,
+so nodes starting together agree; every node re-reads the id at each expiry sweep.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,9 +71,11 @@ from .base import (
     StoreStats,
     SweepResult,
     migration_scripts,
+    new_generation_id,
+    restore_floor,
 )
 
-__all__ = ["PostgresStore", "apply_migrations"]
+__all__ = ["PostgresStore", "apply_migrations", "mark_restored", "open_generation"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,6 +124,47 @@ async def apply_migrations(conn: asyncpg.Connection) -> int:
                 )
                 done.add(number)
     return max(done, default=0)
+
+
+async def open_generation(conn: asyncpg.Connection, now: float) -> bytes:
+    """The store's generation id, written on first use; a new generation if the store
+    is marked restored (every head and epoch raised to the new floor, in one transaction).
+    """
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO relay_generation (one, id) VALUES (1, $1) ON CONFLICT (one) DO NOTHING",
+            new_generation_id(),
+        )
+        row = await conn.fetchrow("SELECT id, floor, restored FROM relay_generation FOR UPDATE")
+        if not row["restored"]:
+            return bytes(row["id"])
+        head, epoch = await conn.fetchrow(
+            "SELECT coalesce(max(head), 0), coalesce(max(epoch), 0) FROM relay_mailboxes"
+        )
+        floor = restore_floor(now, int(head), int(epoch), int(row["floor"]))
+        await conn.execute(
+            "UPDATE relay_mailboxes SET head = greatest(head, $1), epoch = greatest(epoch, $1)",
+            floor,
+        )
+        generation = new_generation_id()
+        await conn.execute(
+            "UPDATE relay_generation SET id = $1, floor = $2, restored = false", generation, floor
+        )
+    log.warning(
+        "this store is a restored copy: a new generation starts; sequence numbers and "
+        "epochs continue above the restore floor"
+    )
+    return generation
+
+
+async def mark_restored(conn: asyncpg.Connection) -> None:
+    """Flag the store as a restored copy: the next node to open it starts a new generation."""
+    await apply_migrations(conn)
+    await conn.execute(
+        "INSERT INTO relay_generation (one, id, restored) VALUES (1, $1, true) "
+        "ON CONFLICT (one) DO UPDATE SET restored = true",
+        new_generation_id(),
+    )
 
 
 def _state_error(state: str, detail: str | None) -> RelayError:
@@ -197,6 +245,7 @@ class PostgresStore(MailboxStore):
             ) from None
         try:
             await apply_migrations(conn)
+            self.generation = await open_generation(conn, time.time())
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(
@@ -554,6 +603,10 @@ class PostgresStore(MailboxStore):
         await self._run(run)
 
     async def sweep(self, now: float) -> SweepResult:
+        # Another node may have started a new generation since this one opened the store.
+        generation = await self._run(lambda c: c.fetchval("SELECT id FROM relay_generation"))
+        if generation is not None:
+            self.generation = bytes(generation)
         entries = mailboxes = 0
         while True:
             row = await self._run(
@@ -576,9 +629,16 @@ class PostgresStore(MailboxStore):
     # -- copying a SQLite store in ------------------------------------------------------------
 
     async def import_rows(
-        self, mailboxes: Sequence[tuple[Any, ...]], entries: Sequence[tuple[Any, ...]]
+        self,
+        mailboxes: Sequence[tuple[Any, ...]],
+        entries: Sequence[tuple[Any, ...]],
+        generation: tuple[bytes, int, bool] | None = None,
     ) -> None:
         """Insert mailbox and entry rows copied from another store, in one transaction.
+
+        ``generation`` is the source's (id, floor, restored): this store takes it over
+        if it held no mailbox yet, so the clients of a moved store see the same
+        generation (and a restored copy still starts a new one at the next open).
 
         Raises:
             MailboxExists: a mailbox id is already present; nothing was written.
@@ -586,6 +646,13 @@ class PostgresStore(MailboxStore):
 
         async def run(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
+                if generation is not None and not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM relay_mailboxes)"
+                ):
+                    await conn.execute(
+                        "UPDATE relay_generation SET id = $1, floor = $2, restored = $3",
+                        *generation,
+                    )
                 ids = [m[0] for m in mailboxes]
                 clash = await conn.fetchval(
                     "SELECT 1 FROM relay_mailboxes WHERE id = ANY($1) LIMIT 1", ids

@@ -26,6 +26,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,13 +55,78 @@ from .base import (
     SweepResult,
     round_up,
 )
-from .sqlite_tx import Job, MailboxRow, Totals, Transaction, apply_migrations, connect
+from .sqlite_tx import (
+    Job,
+    MailboxRow,
+    Totals,
+    Transaction,
+    apply_migrations,
+    connect,
+    mark_restored,
+    open_generation,
+)
 
-__all__ = ["SQLiteStore", "apply_migrations"]
+__all__ = ["SQLiteStore", "apply_migrations", "backup_store", "mark_store_restored"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SWEEP_CHUNK = 500  # rows per sweep transaction: keeps each one short on the loop
+
+
+def backup_store(source: Path, destination: Path) -> None:
+    """Copy the store at ``source`` to the new file ``destination``, marked as restored.
+
+    Uses SQLite's online backup (a consistent snapshot while the relay keeps writing).
+    The copy is flagged restored, so a relay that opens it in place of the store starts
+    a new generation (see :mod:`.base`). The copy gets mode 0600.
+
+    Raises:
+        FileExistsError: ``destination`` exists.
+    """
+    os.close(os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(destination, isolation_level=None)
+        try:
+            src.backup(dst)
+            mark_restored(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def mark_store_restored(path: Path) -> None:
+    """Flag the (stopped) store at ``path`` as a restored copy.
+
+    Raises:
+        ConfigError: no store there, or a relay is using it.
+    """
+    if not path.is_file():
+        raise ConfigError(f"There is no SQLite store at {path}.")
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not POSIX
+            pass
+        except OSError:
+            raise ConfigError(
+                f"A relay is still using {path}; stop it before marking the store."
+            ) from None
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                raise ConfigError(f"{path} is not a Backchannel relay store.")
+            mark_restored(conn)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"Cannot mark {path}: {exc.__class__.__name__}.") from None
+        finally:
+            conn.close()
+    finally:
+        os.close(fd)
 
 
 class SQLiteStore(MailboxStore):
@@ -117,6 +183,7 @@ class SQLiteStore(MailboxStore):
         conn = connect(self.path)
         try:
             apply_migrations(conn)
+            self.generation = open_generation(conn, time.time())
             mailboxes, entries, size = conn.execute(
                 "SELECT count(*), coalesce(sum(entries), 0), coalesce(sum(bytes), 0) FROM mailboxes"
             ).fetchone()

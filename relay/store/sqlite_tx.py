@@ -4,6 +4,7 @@ cache and the view a write job gets of its transaction (see ``sqlite.py``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,9 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CapabilityDenied
-from .base import Appended, StoreLimits, migration_scripts
+from .base import Appended, StoreLimits, migration_scripts, new_generation_id, restore_floor
 
-__all__ = ["Job", "MailboxRow", "Totals", "Transaction", "apply_migrations", "connect"]
+__all__ = [
+    "Job",
+    "MailboxRow",
+    "Totals",
+    "Transaction",
+    "apply_migrations",
+    "connect",
+    "mark_restored",
+    "open_generation",
+]
+
+log = logging.getLogger(__name__)
 
 _ROW_CACHE_MAX = 50_000
 
@@ -28,6 +40,59 @@ def apply_migrations(conn: sqlite3.Connection) -> int:
             )
             current = number
     return int(current)
+
+
+def open_generation(conn: sqlite3.Connection, now: float) -> bytes:
+    """The store's generation id, written on first use; a new generation if the store
+    is marked restored (every head and epoch raised to the new floor, in one transaction).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT id, floor, restored FROM generation").fetchone()
+        if row is None:
+            generation = new_generation_id()
+            conn.execute("INSERT INTO generation (one, id) VALUES (1, ?)", (generation,))
+        elif row[2]:
+            head, epoch = conn.execute(
+                "SELECT coalesce(max(head), 0), coalesce(max(epoch), 0) FROM mailboxes"
+            ).fetchone()
+            floor = restore_floor(now, head, epoch, row[1])
+            conn.execute(
+                "UPDATE mailboxes SET head = max(head, ?), epoch = max(epoch, ?)", (floor, floor)
+            )
+            generation = new_generation_id()
+            conn.execute(
+                "UPDATE generation SET id = ?, floor = ?, restored = 0", (generation, floor)
+            )
+            log.warning(
+                "this store is a restored copy: a new generation starts; sequence numbers "
+                "and epochs continue above the restore floor"
+            )
+        else:
+            generation = bytes(row[0])
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return generation
+
+
+def mark_restored(conn: sqlite3.Connection) -> None:
+    """Flag the store as a restored copy: its next open starts a new generation."""
+    apply_migrations(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT INTO generation (one, id, restored) VALUES (1, ?, 1) "
+            "ON CONFLICT (one) DO UPDATE SET restored = 1",
+            (new_generation_id(),),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
