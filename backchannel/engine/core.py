@@ -54,7 +54,14 @@ from ..store.records import Room as RoomRecord
 from ..transport.capability import MailboxCapability
 from ..transport.connection import RelayConnection
 from ..transport.errors import Denied, MailboxExists, Rejected, TransportError
-from ..transport.events import ConnectionState, Entry, LinkState, Reset, Revoked
+from ..transport.events import (
+    ConnectionState,
+    Entry,
+    GenerationChanged,
+    LinkState,
+    Reset,
+    Revoked,
+)
 from ..transport.outbox import OutboxItem, OutboxSender
 from ..views import (
     Alert,
@@ -109,6 +116,12 @@ class _Applied:
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Setting: the relay store's generation this profile saw last.
+_GENERATION_KEY = "relay/generation"
+GENERATION_TEXT = (
+    "The relay was restored from a backup: messages sent shortly before the backup was "
+    "made may be lost, for everyone in your rooms. Messages from now on arrive as usual."
+)
 
 
 class _Source:
@@ -192,6 +205,8 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
 
     async def load(self) -> None:
         """Read rooms, invites and pending joins from the store and follow their mailboxes."""
+        # The relay store's generation seen last (transport/connection.py, "Generations").
+        self.connection.expect_generation(await self.store.get_setting(_GENERATION_KEY))
         for record in await self.store.rooms():
             if record.state is None or record.mailbox is None:
                 continue
@@ -320,6 +335,15 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                     LinkState.CLOSED: "closed",
                 }[event.state]
                 self._emit(ConnectionChanged(state, event.detail or ""))
+                generation = self.connection.generation
+                if (
+                    event.state is LinkState.CONNECTED
+                    and generation is not None
+                    and await self.store.get_setting(_GENERATION_KEY) != generation
+                ):
+                    await self.store.set_setting(_GENERATION_KEY, generation)
+            elif isinstance(event, GenerationChanged):
+                self._emit(Alert(None, GENERATION_TEXT))
             elif isinstance(event, Entry):
                 # A burst of entries (catching up, a busy room) is handled in batches:
                 # one store transaction per room per batch instead of one per entry.

@@ -16,9 +16,32 @@ consumer. A head below that cursor means the relay lost entries (restored from a
 backup): a :class:`Reset` event says so and the cursor moves down to the head, so
 the entries the relay numbers next are not mistaken for old ones.
 
-Pushes become :class:`Entry` events. A push at or below the delivered cursor is
-dropped, so the consumer sees every sequence number at most once, in increasing
-order, across reconnects. The consumer calls :meth:`~RelayConnection.ack` once it
+Ordering. Pushes become :class:`Entry` events, per mailbox strictly in sequence
+order, each number at most once, across reconnects; the sequence numbers are the
+relay's, and nothing the relay or a proxy does to the order of frames loses an
+entry. A push at or below the delivered cursor is dropped (a duplicate, a replay,
+a replaced subscription). A push above the next number is *held* (at most
+:data:`HOLD_ENTRIES` per mailbox and :data:`HOLD_BYTES` in all, keeping the lowest
+numbers; a relay cannot make the client hold more) while the gap before it stays
+open: when the missing push arrives, it and the held ones that follow are
+delivered. If it has not come :data:`GAP_WAIT` seconds later, a ``fetch`` from the
+cursor fills the gap: the entries it returns are delivered, in order, merged with
+the held ones, and numbers the relay's own answer says it no longer has (trimmed,
+expired) are skipped, as the protocol defines. Pushed numbers that the relay's
+fetches still do not know after :data:`FILL_ATTEMPTS` tries are dropped: a relay
+that made them up gains nothing. Held entries end with their session: the next
+one subscribes from the cursor again.
+
+Generations. The relay's ``hello`` names its store's generation; a relay restored
+from a backup starts a new one (``docs/relay-protocol.md`` §6) and numbers every
+mailbox on above all it handed out before, so cursors stay valid. A session whose
+generation differs from the last one seen is announced with a
+:class:`GenerationChanged` event before its mailboxes are set up again (heads
+checked, subscriptions from the cursors); the consumer tells its user that entries
+may have been lost, and keeps :attr:`RelayConnection.generation` to hand back with
+:meth:`~RelayConnection.expect_generation` after a restart.
+
+The consumer calls :meth:`~RelayConnection.ack` once it
 has processed an entry; that moves the acknowledged cursor and calls the
 ``on_ack`` callback, where the consumer persists it. Cursors survive only in the
 consumer's storage: after a restart it follows again with ``after=`` its cursor.
@@ -46,7 +69,7 @@ import os
 import random
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from relay.protocol import ErrFrame, Push
@@ -70,6 +93,7 @@ from .events import (
     ConnectionState,
     Entry,
     FetchPage,
+    GenerationChanged,
     LinkState,
     Reset,
     Revoked,
@@ -93,6 +117,7 @@ __all__ = [
     "ConnectionState",
     "Entry",
     "FetchPage",
+    "GenerationChanged",
     "LinkState",
     "RelayConnection",
     "Reset",
@@ -105,6 +130,13 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 #: Idempotency keys are 8 to 32 bytes (docs/relay-protocol.md §7 append); ours are 16.
 KEY_BYTES: Final = 16
+#: Seconds a push that came ahead of a missing one waits for it before a fetch fills the gap.
+GAP_WAIT: Final = 0.25
+#: Fetches of a gap before pushed numbers the relay's own answers do not show are dropped.
+FILL_ATTEMPTS: Final = 3
+#: Early entries held per followed mailbox, and their bytes over all mailboxes.
+HOLD_ENTRIES: Final = 256
+HOLD_BYTES: Final = 8 * 1024 * 1024
 #: The ``reason`` values of a ``revoked`` frame (docs/relay-protocol.md §8).
 REVOKED_REASONS: Final = frozenset({"rotated", "expired", "unavailable"})
 
@@ -114,8 +146,43 @@ REVOKED_REASONS: Final = frozenset({"rotated", "expired", "unavailable"})
 
 @dataclass(slots=True)
 class _Follow:
-    delivered: int  # highest seq queued for the consumer
+    delivered: int  # highest seq queued for the consumer (none below it is still to come)
     acked: int  # highest seq the consumer acknowledged
+    #: Pushes that came ahead of a missing one: seq -> blob (see the module docstring).
+    held: dict[int, bytes] = field(default_factory=dict)
+    held_bytes: int = 0
+    #: The highest seq pushed on this session (the fill reads up to it).
+    pushed: int = 0
+    #: The task filling a gap, if one is open.
+    filler: asyncio.Task[None] | None = None
+    #: (a, b): no entry is numbered above a up to b, so once the consumer has
+    #: acknowledged a, the cursor moves on to b (numbers trimmed, expired, or skipped by
+    #: a restored relay: docs/relay-protocol.md §6).
+    jump: tuple[int, int] | None = None
+
+    def hold(self, seq: int, blob: bytes, room: int) -> None:
+        """Keep an early entry, the lowest numbers first, within the limits."""
+        if seq in self.held:
+            return  # a duplicate of a held push: the first is kept (a fill's fetch wins)
+        while self.held and (len(self.held) >= HOLD_ENTRIES or len(blob) > room):
+            top = max(self.held)
+            if top < seq:
+                return  # full of lower numbers: this one is fetched when its turn comes
+            room += len(self.held[top])
+            self.release(top)
+        if len(blob) <= room:
+            self.held[seq] = blob
+            self.held_bytes += len(blob)
+
+    def release(self, seq: int) -> bytes:
+        blob = self.held.pop(seq)
+        self.held_bytes -= len(blob)
+        return blob
+
+    def clear(self) -> None:
+        self.held.clear()
+        self.held_bytes = 0
+        self.pushed = self.delivered
 
 
 AckCallback = Callable[[bytes, int], Awaitable[None]]
@@ -176,6 +243,7 @@ class RelayConnection:
         self._runner: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._closed = False
+        self._generation: bytes | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -243,6 +311,7 @@ class RelayConnection:
             follow = self._follows.get(event.mailbox)
             if follow is not None and follow.acked > event.head:
                 follow.acked = event.head
+                follow.jump = None
                 if self._on_ack is not None:
                     await self._on_ack(event.mailbox, event.head)
         return event
@@ -277,6 +346,8 @@ class RelayConnection:
         if follow is not None:
             if seq <= follow.acked:
                 return
+            if follow.jump is not None and seq >= follow.jump[0]:
+                seq, follow.jump = max(seq, follow.jump[1]), None
             follow.acked = seq
         if self._on_ack is not None:
             await self._on_ack(mailbox, seq)
@@ -285,6 +356,18 @@ class RelayConnection:
         """The acknowledged cursor of a followed mailbox (None if not followed)."""
         follow = self._follows.get(mailbox)
         return follow.acked if follow is not None else None
+
+    @property
+    def generation(self) -> bytes | None:
+        """The relay store's generation id, from the latest ``hello`` (None: not yet seen,
+        or a relay without generations)."""
+        return self._generation
+
+    def expect_generation(self, generation: bytes | None) -> None:
+        """Compare the next session's generation with ``generation`` (one kept from an
+        earlier run): a different one is a :class:`GenerationChanged` event."""
+        if generation is not None:
+            self._generation = generation
 
     # -- mailboxes ----------------------------------------------------------------------------
 
@@ -609,6 +692,12 @@ class RelayConnection:
         self._grants = {}
         self._session = session
         self._notify()
+        generation = session.hello.generation if session.hello is not None else None
+        if generation is not None:
+            if self._generation is not None and generation != self._generation:
+                _log.warning("the relay's store is in a new generation (restored from a backup)")
+                self._events.put_nowait(GenerationChanged(self._generation, generation))
+            self._generation = generation
         pump = asyncio.create_task(self._pump(session), name="relay-connection-pump")
         try:
             writable = [m for m, cap in self._caps.items() if cap.write is not None]
@@ -653,11 +742,7 @@ class RelayConnection:
 
     def _on_frame(self, session: RelaySession, frame: object) -> None:
         if isinstance(frame, Push):
-            follow = self._follows.get(frame.mailbox)
-            if follow is None or frame.seq <= follow.delivered:
-                return  # not followed, or already delivered (a replaced subscription)
-            follow.delivered = frame.seq
-            self._events.put_nowait(Entry(frame.mailbox, frame.seq, frame.blob))
+            self._on_push(session, frame)
         elif isinstance(frame, RevokedFrame):
             # The reason is the relay's text: only the documented ones pass (§8), and
             # anything else reads as "rotated", so no relay string reaches an event or a log.
@@ -669,6 +754,118 @@ class RelayConnection:
                 task = asyncio.create_task(self._recover(session, frame.mailbox, reason))
                 self._session_tasks.add(task)
                 task.add_done_callback(self._session_tasks.discard)
+
+    # -- ordering (see the module docstring) --------------------------------------------------
+
+    def _on_push(self, session: RelaySession, push: Push) -> None:
+        follow = self._follows.get(push.mailbox)
+        if follow is None or push.seq <= follow.delivered:
+            return  # not followed, or delivered already (a duplicate, a replaced subscription)
+        follow.pushed = max(follow.pushed, push.seq)
+        if push.seq == follow.delivered + 1:
+            self._deliver(push.mailbox, follow, push.seq, push.blob)
+            self._drain(push.mailbox, follow)
+        else:
+            held = sum(f.held_bytes for f in self._follows.values())
+            follow.hold(push.seq, push.blob, HOLD_BYTES - held)
+        if follow.pushed > follow.delivered and follow.filler is None:
+            task = asyncio.create_task(self._fill(session, push.mailbox, follow))
+            follow.filler = task
+            self._session_tasks.add(task)
+            task.add_done_callback(self._session_tasks.discard)
+
+    def _deliver(self, mailbox: bytes, follow: _Follow, seq: int, blob: bytes) -> None:
+        follow.delivered = seq
+        self._events.put_nowait(Entry(mailbox, seq, blob))
+
+    def _drain(self, mailbox: bytes, follow: _Follow) -> None:
+        """Deliver the held entries that now follow the cursor without a gap."""
+        while follow.delivered + 1 in follow.held:
+            seq = follow.delivered + 1
+            self._deliver(mailbox, follow, seq, follow.release(seq))
+        for seq in [s for s in follow.held if s <= follow.delivered]:
+            follow.release(seq)
+
+    async def _fill(self, session: RelaySession, mailbox: bytes, follow: _Follow) -> None:
+        """Close the gap before ``follow``'s held pushes: wait for the late ones, then fetch."""
+        failures = strikes = 0
+        suspects: set[int] = set()
+        try:
+            while True:
+                await asyncio.sleep(GAP_WAIT)
+                async with self._lock(mailbox):
+                    if self._follows.get(mailbox) is not follow or session is not self._session:
+                        return
+                    if follow.pushed <= follow.delivered:
+                        return  # the missing pushes came
+                    try:
+                        await self._catch_up(session, mailbox, follow)
+                    except Rejected as exc:
+                        failures += 1
+                        if not exc.transient or failures >= FILL_ATTEMPTS:
+                            return  # a later push, or the next session, tries again
+                        continue
+                    if follow.pushed <= follow.delivered:
+                        return
+                    # Read to the relay's head, and still pushes above it are held: a
+                    # push may have overtaken its entry's commit in that read, so only
+                    # those held through FILL_ATTEMPTS reads in a row are dropped.
+                    suspects = set(follow.held) if not strikes else suspects & set(follow.held)
+                    strikes += 1
+                    if strikes >= FILL_ATTEMPTS:
+                        _log.info("dropped pushes above the relay's head")
+                        for seq in suspects:
+                            follow.release(seq)
+                        follow.pushed = max(follow.held, default=follow.delivered)
+                        strikes = 0
+        except (Unreachable, ProtocolMismatch, TimeoutError):
+            return  # the session is gone; the next one subscribes from the cursor
+        finally:
+            if follow.filler is asyncio.current_task():
+                follow.filler = None
+
+    async def _catch_up(
+        self, session: RelaySession, mailbox: bytes, follow: _Follow, *, setup: bool = False
+    ) -> None:
+        """Fetch from the cursor to the end of the mailbox, delivering in order.
+
+        With ``setup`` (a new subscription follows), a head behind the cursor is a
+        :class:`Reset` first.
+        """
+        while True:
+            after = follow.delivered
+            page = _fetch_page(
+                await session.call(
+                    "fetch", mailbox=mailbox, after=after, timeout=self._request_timeout
+                )
+            )
+            if setup and page.head < after:
+                self._events.put_nowait(Reset(mailbox, after, page.head))
+                follow.delivered = follow.pushed = page.head
+                follow.jump = None
+                setup = False
+                continue
+            setup = False
+            # The page covers (after, last] entirely, or (after, head] when it is the
+            # last: a number in there that it does not hold was trimmed or has expired.
+            last = page.entries[-1][0] if page.entries else after
+            covered = last if page.more else max(last, page.head)
+            fetched = dict(page.entries)
+            for seq in sorted(fetched.keys() | {s for s in follow.held if s <= covered}):
+                if seq > follow.delivered:
+                    # The relay's answer wins over a held push with the same number.
+                    blob = fetched[seq] if seq in fetched else follow.held[seq]
+                    self._deliver(mailbox, follow, seq, blob)
+            last = follow.delivered
+            if covered > last:
+                follow.delivered = covered
+                if follow.acked >= last:
+                    await self.ack(mailbox, covered)
+                else:
+                    follow.jump = (last, covered)
+            self._drain(mailbox, follow)
+            if not page.more:
+                return
 
     async def _recover(self, session: RelaySession, mailbox: bytes, reason: str) -> None:
         if reason == "unavailable":  # the store failed while catching up: later, same cursor
@@ -683,7 +880,7 @@ class RelayConnection:
         *,
         raise_refusal: bool = False,
     ) -> None:
-        """Authenticate, check the head against the cursor, subscribe from it.
+        """Authenticate, check the head against the cursor, read on to the head, subscribe.
 
         A permanent refusal unfollows the mailbox and raises (``raise_refusal``, for
         :meth:`follow`) or becomes a :class:`Revoked` event with ``reason`` (the relay's
@@ -695,17 +892,10 @@ class RelayConnection:
                 follow = self._follows[mailbox]
                 try:
                     await self._ensure_auth(session, mailbox, "read")
-                    page = await session.call(
-                        "fetch",
-                        mailbox=mailbox,
-                        after=follow.delivered,
-                        limit=1,
-                        timeout=self._request_timeout,
-                    )
-                    head = int(page["head"])
-                    if head < follow.delivered:
-                        self._events.put_nowait(Reset(mailbox, follow.delivered, head))
-                        follow.delivered = head
+                    # The backlog is read with fetch, to the head (so the cursor can
+                    # move past numbers no entry has); the subscription pushes the rest.
+                    follow.clear()
+                    await self._catch_up(session, mailbox, follow, setup=True)
                     await session.call(
                         "subscribe",
                         mailbox=mailbox,
@@ -725,3 +915,11 @@ class RelayConnection:
                         raise
                     self._events.put_nowait(Revoked(mailbox, reason or exc.code))
                     return
+
+
+def _fetch_page(answer: dict[str, Any]) -> FetchPage:
+    """A ``fetch`` answer as a page. The session checked it (``relay.protocol.decode_answer``):
+    numbers increasing from the request's ``after`` up to ``head``, and entries when
+    ``more`` is set; a bad answer closed the session instead."""
+    entries = tuple((int(seq), bytes(blob)) for seq, blob in answer["entries"])
+    return FetchPage(entries, int(answer["head"]), bool(answer["more"]))

@@ -12,6 +12,7 @@ __all__ = [
     "ConnectionState",
     "Entry",
     "FetchPage",
+    "GenerationChanged",
     "LinkState",
     "Reset",
     "Revoked",
@@ -95,6 +96,24 @@ class Reset(TransportEvent):
     cursor: int
     #: The relay's head, the new cursor.
     head: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationChanged(TransportEvent):
+    """The relay's store is in another generation than the one last seen.
+
+    A relay starts a new generation when its store was restored from a backup (or
+    its operator marked it restored): entries it acknowledged after the backup may
+    be lost, for this client and everyone else. It numbers on above everything it
+    handed out before, so cursors stay valid: every followed mailbox is set up again
+    from its cursor, nothing is delivered twice, and a head behind a cursor (a relay
+    that did not renumber) still comes as a :class:`Reset`.
+    """
+
+    #: The generation id seen before.
+    previous: bytes
+    #: The relay's generation id now; keep it (see ``RelayConnection.expect_generation``).
+    generation: bytes
 
 
 @dataclass(frozen=True, slots=True)
