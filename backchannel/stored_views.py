@@ -11,7 +11,8 @@ two things need the engine itself, and a room summary read before it loads says 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Mapping, Sequence
 
 import msgpack
 
@@ -25,11 +26,44 @@ __all__ = [
     "member_views",
     "message_view",
     "message_views",
+    "name_key",
+    "shown_name",
+    "shown_names",
     "stored_summaries",
 ]
 
 #: Setting key prefix (then the room id in hex) for when the room was last read.
 READ_KEY = "read/"
+
+
+def name_key(name: str) -> str:
+    """What two display names are compared by: the letters and digits a reader sees.
+
+    Compatibility forms, case, accents, spaces, punctuation and invisible characters
+    do not tell two names apart on a screen, so they do not count here.
+    """
+    decomposed = unicodedata.normalize("NFKD", name).casefold()
+    key = "".join(ch for ch in decomposed if unicodedata.category(ch)[0] in "LN")
+    return key or "".join(ch for ch in decomposed if not ch.isspace())
+
+
+def shown_name(name: str, member: bytes, names: Mapping[bytes, str]) -> str:
+    """``name`` of ``member`` as screens show it among the room's members ``names``.
+
+    A member may announce any name, including one another member already goes by.
+    Whenever another member's name reads the same (:func:`name_key`), the name is
+    followed by the start of the member's id, which no one else can take, so two
+    people are never shown under one name.
+    """
+    key = name_key(name)
+    if any(other != member and name_key(n) == key for other, n in names.items()):
+        return f"{name} ({member.hex()[:6]})"
+    return name
+
+
+def shown_names(names: Mapping[bytes, str]) -> dict[bytes, str]:
+    """Every member's :func:`shown_name`."""
+    return {member: shown_name(name, member, names) for member, name in names.items()}
 
 
 def _counts(pairs: Sequence[tuple[str, bytes]], me: bytes) -> tuple[ReactionCount, ...]:
@@ -48,8 +82,10 @@ def message_view(
     *,
     complete: bool | None = None,
     reactions: Sequence[tuple[str, bytes]] = (),
+    names: Mapping[bytes, str] | None = None,
 ) -> MessageView:
-    """One stored message as a UI shows it (``me``: this device's member id).
+    """One stored message as a UI shows it (``me``: this device's member id; ``names``:
+    the room's members' names, to tell apart a sender whose name another has taken).
 
     Its ``id`` and ``reply_to`` are message refs (:func:`~.store.records.message_ref`),
     which bind each message to its author: two members' messages never share one.
@@ -62,7 +98,7 @@ def message_view(
         m.ref.hex(),
         m.room_id.hex(),
         m.sender_id.hex(),
-        m.sender_name,
+        m.sender_name if names is None else shown_name(m.sender_name, m.sender_id, names),
         m.body,
         m.sent_at,
         m.kind,
@@ -82,9 +118,11 @@ async def message_views(store: Store, me: bytes, messages: Sequence[Message]) ->
     for m in messages:
         by_room.setdefault(m.room_id, []).append(m.ref)
     reactions: dict[tuple[bytes, bytes], list[tuple[str, bytes]]] = {}
+    names: dict[bytes, dict[bytes, str]] = {}
     for room_id, refs in by_room.items():
         for ref, pairs in (await store.reactions(room_id, refs)).items():
             reactions[(room_id, ref)] = pairs
+        names[room_id] = {m.member_id: m.display_name for m in await store.members(room_id)}
     out = []
     for m in messages:
         complete = None
@@ -92,22 +130,25 @@ async def message_views(store: Store, me: bytes, messages: Sequence[Message]) ->
             n = int(msgpack.unpackb(m.attachments, raw=False)["n"])
             complete = await store.attachment_chunks(m.room_id, m.ref) >= n
         pairs = reactions.get((m.room_id, m.ref), ())
-        out.append(message_view(m, me, complete=complete, reactions=pairs))
+        view = message_view(m, me, complete=complete, reactions=pairs, names=names[m.room_id])
+        out.append(view)
     return out
 
 
 async def member_views(store: Store, me: bytes, room_id: bytes) -> list[MemberView]:
     """A room's members with their roles and what this device verified about them."""
+    members = await store.members(room_id)
+    names = shown_names({m.member_id: m.display_name for m in members})
     return [
         MemberView(
             m.member_id.hex(),
-            m.display_name,
+            names[m.member_id],
             m.role,
             m.verified,
             m.key_changed,
             m.member_id == me,
         )
-        for m in await store.members(room_id)
+        for m in members
     ]
 
 

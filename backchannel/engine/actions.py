@@ -461,7 +461,14 @@ class RoomActions:
         complete: bool | None = None,
         reactions: Sequence[tuple[str, bytes]] = (),
     ) -> MessageView:
-        return stored_views.message_view(m, self._me, complete=complete, reactions=reactions)
+        live = self._live.get(m.room_id)
+        names = None
+        if live is not None:
+            current = (member.member_id for member in live.room.members())
+            names = {mid: live.names[mid] for mid in current if mid in live.names}
+        return stored_views.message_view(
+            m, self._me, complete=complete, reactions=reactions, names=names
+        )
 
     async def _views(self, messages: Sequence[Message]) -> list[MessageView]:
         return await stored_views.message_views(self.store, self._me, messages)

@@ -51,6 +51,7 @@ from ..store import Store
 from ..store.errors import UnknownRecord
 from ..store.records import Message, OutboxEntry, message_ref
 from ..store.records import Room as RoomRecord
+from ..stored_views import name_key
 from ..transport.capability import MailboxCapability
 from ..transport.connection import RelayConnection
 from ..transport.errors import Denied, MailboxExists, Rejected, TransportError
@@ -85,6 +86,8 @@ from .state import (
     HOUSEKEEPING_SECONDS,
     INVITE_KEY,
     JOINING_KEY,
+    MAX_HELD_BYTES,
+    MAX_HELD_CHANGES,
     REQUEST_SECONDS,
     ROLE_NAMES,
     WRITE_CAP_KEY,
@@ -95,11 +98,18 @@ from .state import (
     Effects,
     Live,
     Reacted,
+    decode_held,
+    encode_held,
     hex_id,
 )
 from .watching import FORK_TEXT, Watching
 
 __all__ = ["Engine"]
+
+SAME_NAME_TEXT = (
+    "Two members of this room now go by the same name. Each is shown with the start "
+    "of their member id; compare safety numbers to be sure who is who."
+)
 
 
 @dataclass(slots=True)
@@ -527,7 +537,10 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
         self, live: Live, fx: Effects, sender: bytes, content: Content, now: float
     ) -> None:
         room_id = live.record.room_id
-        sent_at = content.sent_at_ms / 1000
+        # The sender's clock orders the history. One set in the future would keep its
+        # messages below everything said after them (and off the newest page), so a
+        # message is never placed later than it reached this device.
+        sent_at = min(content.sent_at_ms / 1000, now)
         name = fx.names.get(sender) or self._name(live, sender)
         outgoing = sender == self._me
         if isinstance(content, Text):
@@ -591,6 +604,11 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                 # Say so: a members list on screen otherwise keeps "member 0eae8b".
                 # Not MembersChanged: nobody joined or left, only an MLS commit says that.
                 fx.events.append(RoomChanged(hex_id(room_id)))
+                key = name_key(content.display_name)
+                others = {m.member_id for m in live.room.members()} - {sender}
+                names = {**live.names, **fx.names}
+                if any(m in names and name_key(names[m]) == key for m in others):
+                    fx.events.append(Alert(hex_id(room_id), SAME_NAME_TEXT))
             fx.names[sender] = content.display_name
             fx.members_changed = True
 
@@ -671,13 +689,33 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
     async def _apply_change(
         self, tx: Any, room_id: bytes, change: ContentChange, now: float, out: _Applied
     ) -> None:
-        """Write one received message or change, addressed by (author, id), into ``tx``."""
+        """Write one received message or change, addressed by (author, id), into ``tx``.
+
+        An edit, delete or chunk whose message is not here yet is held until it comes
+        (``held_changes``): a relay that puts a delete before its message must not keep
+        a retracted message on screen.
+        """
         if isinstance(change, Message):
             m, why = await self._checked_reply(tx, change)
             if why is not None:
                 out.dropped.append(why)
-            out.stored[m.ref] = m if await tx.add_message(m) else None
+            new = await tx.add_message(m)
+            out.stored[m.ref] = m if new else None
+            held = await tx.take_held(room_id, m.sender_id, m.message_id) if new else []
+            for raw in held:
+                await self._apply_change(tx, room_id, decode_held(raw), now, out)
+            if held:  # shown as it now stands (edited, deleted, its file in part)
+                out.stored[m.ref] = await tx.message(room_id, m.ref)
             return
+        if isinstance(change, Edited | Deleted | Chunk):
+            target = change.file_id if isinstance(change, Chunk) else change.target
+            if not await tx.has_message(room_id, change.sender, target):
+                evicted = await tx.hold_change(
+                    room_id, change.sender, target, encode_held(change),
+                    at=now, max_count=MAX_HELD_CHANGES, max_bytes=MAX_HELD_BYTES,
+                )  # fmt: skip
+                out.dropped.extend(["A change waited too long for its message."] * evicted)
+                return
         if isinstance(change, Edited):
             ref = message_ref(change.sender, change.target)
             done = await tx.edit_message(
@@ -701,9 +739,9 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                     room_id, change.sender, change.file_id, change.index, change.data
                 )
                 done = True
-            except UnknownRecord:  # a chunk of a file its sender never announced here
+            except UnknownRecord:  # its sender's message is a text, or the file was deleted
                 done = False
-                out.dropped.append("A file chunk named a file its sender never sent here.")
+                out.dropped.append("A file chunk named a message of its sender that is no file.")
         if done:
             out.changed[ref] = None
 

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
+import msgpack
+
 from ..errors import BackchannelError
 from ..records import RoomMeta
 from ..rooms.access import RoomAccess
@@ -27,6 +29,8 @@ __all__ = [
     "HOUSEKEEPING_SECONDS",
     "INVITE_KEY",
     "JOINING_KEY",
+    "MAX_HELD_BYTES",
+    "MAX_HELD_CHANGES",
     "READ_KEY",
     "REQUEST_KEY",
     "REQUEST_SECONDS",
@@ -39,6 +43,8 @@ __all__ = [
     "Effects",
     "Live",
     "Reacted",
+    "decode_held",
+    "encode_held",
     "hex_id",
     "parse_id",
 ]
@@ -56,6 +62,10 @@ CATCH_UP_SECONDS: Final = 10.0
 BATCH_ENTRIES: Final = 256
 #: Seconds one relay request may take before the user is told.
 REQUEST_SECONDS: Final = 30.0
+#: Changes (edits, deletes, chunks) a room keeps while their message has not arrived.
+MAX_HELD_CHANGES: Final = 256
+#: ...and their size in all (chunks are up to 128 KiB each).
+MAX_HELD_BYTES: Final = 8 << 20
 
 INVITE_KEY = "invite/"
 REQUEST_KEY = "request/"
@@ -139,6 +149,33 @@ class Chunk:
 
 
 ContentChange = Message | Edited | Deleted | Reacted | Chunk
+HeldChange = Edited | Deleted | Chunk
+
+
+def encode_held(change: HeldChange) -> bytes:
+    """A change waiting for its message, as the store keeps it (msgpack)."""
+    if isinstance(change, Edited):
+        fields: list[object] = ["edit", change.body, change.at]
+    elif isinstance(change, Deleted):
+        fields = ["delete"]
+    else:
+        fields = ["chunk", change.index, change.data]
+    packed: bytes = msgpack.packb([change.sender, _target(change), *fields], use_bin_type=True)
+    return packed
+
+
+def decode_held(raw: bytes) -> HeldChange:
+    """The inverse of :func:`encode_held` (the store's own bytes, written by this code)."""
+    sender, target, kind, *rest = msgpack.unpackb(raw, raw=False)
+    if kind == "edit":
+        return Edited(sender, target, rest[0], rest[1])
+    if kind == "delete":
+        return Deleted(sender, target)
+    return Chunk(sender, target, rest[0], rest[1])
+
+
+def _target(change: HeldChange) -> bytes:
+    return change.file_id if isinstance(change, Chunk) else change.target
 
 
 @dataclass(slots=True)

@@ -44,6 +44,7 @@ from .policy import (
 )
 
 __all__ = [
+    "committer_identity",
     "identity_of",
     "keeps_required_capabilities",
     "proposal_change",
@@ -104,15 +105,19 @@ def proposal_change(
         ext = find_extension(proposal.extensions, ROOM_POLICY_EXTENSION_TYPE)
         return ChangePolicy(proposer, None if ext is None else ext.extension_data)
     if isinstance(proposal, Update):
-        return UpdateMember(proposer)
+        return UpdateMember(proposer, identity_of(proposal.leaf_node.credential) or b"")
     if isinstance(proposal, ReInit):
         return Reinit(proposer)
     return OtherProposal(proposer, proposal.proposal_type)
 
 
 def staged_changes(staged: StagedCommit, member_ids: Mapping[int, bytes]) -> list[ProposedChange]:
-    """A staged commit's proposals, in commit order, plus the committer's path, as changes."""
-    committer = identity_of(staged.committer.credential) or b""
+    """A staged commit's proposals, in commit order, plus the committer's path, as changes.
+
+    ``member_ids`` is the current (pre-commit) tree; the committer is who its leaf
+    says *before* the commit, and its path's new leaf must say the same.
+    """
+    committer = committer_identity(staged, member_ids)
     changes: list[ProposedChange] = []
     for item in staged.proposals:
         if isinstance(item.proposal, ExternalInit):
@@ -123,5 +128,13 @@ def staged_changes(staged: StagedCommit, member_ids: Mapping[int, bytes]) -> lis
     if staged.external:
         changes.append(ExternalJoin(committer))
     if staged.with_path:
-        changes.append(UpdateMember(committer))
+        changes.append(UpdateMember(committer, identity_of(staged.committer.credential) or b""))
     return changes
+
+
+def committer_identity(staged: StagedCommit, member_ids: Mapping[int, bytes]) -> bytes:
+    """Who sent a staged commit: its leaf's identity before the commit (the joiner's
+    own, for an external commit, which has no leaf before it)."""
+    if staged.external:
+        return identity_of(staged.committer.credential) or b""
+    return member_ids.get(staged.committer.leaf_index, b"")

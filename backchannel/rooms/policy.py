@@ -320,9 +320,17 @@ class ChangePolicy:
 
 @dataclass(frozen=True, slots=True)
 class UpdateMember:
-    """An Update proposal, or the committer's own UpdatePath: ``member`` refreshes its own keys."""
+    """An Update proposal, or the committer's own UpdatePath: ``member`` refreshes its own keys.
+
+    ``leaf_identity`` is the identity in the credential of the new leaf (None where
+    the caller did not read it). It must be ``member``: a member's identity is what
+    every other member keys its messages, role and verification by, so an update
+    that carried another identity would make its sender that other member
+    (RFC 9420 §5.3.1: the new credential must represent the same client).
+    """
 
     member: MemberId
+    leaf_identity: MemberId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +391,8 @@ def evaluate_commit(
     2. Each proposer must be a member.
     3. Only a facilitator may add members, remove other members, change the
        policy extension (at most once per commit) or re-initialize the group.
-    4. Anyone may leave (propose its own removal) and update its own keys.
+    4. Anyone may leave (propose its own removal) and update its own keys, keeping
+       its identity.
        Nobody may commit its own removal; that is MLS's rule too.
     5. An added member must not already be a member; a removed one must be.
     6. A new policy must be a valid canonical encoding; the extension cannot be dropped.
@@ -448,7 +457,9 @@ def evaluate_commit(
             except PolicyDecodeError:
                 raise PolicyViolation("The proposed room policy is malformed.") from None
         elif isinstance(change, UpdateMember):
-            pass  # Anyone may refresh its own keys (post-compromise security).
+            # Anyone may refresh its own keys (post-compromise security), as itself.
+            if change.leaf_identity is not None and change.leaf_identity != change.member:
+                raise PolicyViolation("A member cannot change its identity in an update.")
         elif isinstance(change, Reinit):
             # Rooms of this version have no re-initialization flow, so no cipher suite or
             # version change can be slipped in through one (a downgrade, D02).

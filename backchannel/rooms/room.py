@@ -19,11 +19,15 @@ commit for epoch :attr:`Room.epoch`; the caller offers it to the relay (which
 accepts one commit per epoch) and calls :meth:`Room.confirm_pending` or
 :meth:`Room.discard_pending` with the outcome.
 
-Application content: observers' content is dropped, so is a second message with
-the same ``(sender, id)``, and edits, deletes and file chunks whose target was not
-sent by the same sender (docs/room-protocol.md §5, §9). The window of seen message
-ids is bounded (:data:`SEEN_WINDOW`); an edit of a message older than the window
-is dropped.
+Application content: observers' content is dropped, and so is a second message
+with the same ``(sender, id)`` within the window of seen ids (:data:`SEEN_WINDOW`,
+bounded). An edit, delete or file chunk names the sender's *own* message: it is
+passed on with its sender, and the caller applies it to ``(sender, target)`` only
+(docs/room-protocol.md §5 "Message identity"), which can reach nobody else's
+message whatever id it names. That is not judged here from the window of seen
+ids: the window is bounded and shared, so another member could flood it to make
+the sender's own old messages uneditable, and a change may arrive before the
+message it changes.
 
 Example::
 
@@ -62,7 +66,7 @@ from backchannel.mls.key_package_ops import (
     KeyPackageIn,
 )
 
-from .content import Content, Delete, Edit, FileChunk, decode_content, encode_content
+from .content import Content, decode_content, encode_content
 from .errors import (
     ContentDecodeError,
     MessageRejected,
@@ -85,6 +89,7 @@ from .events import (
     RoomEvent,
 )
 from .mls_mapping import (
+    committer_identity,
     identity_of,
     keeps_required_capabilities,
     proposal_change,
@@ -268,6 +273,10 @@ class Room:
             raise MessageRejected(f"The invitation could not be opened: {exc}") from None
         if not keeps_required_capabilities(group.extensions):
             raise PolicyViolation("The group does not require the room policy of its members.")
+        identities = [identity_of(m.credential) for m in group.members()]
+        if None in identities or len(set(identities)) != len(identities):
+            # Members are told apart by identity alone (messages, roles, verification).
+            raise PolicyViolation("The invitation's room has two members with one identity.")
         room = cls(group)
         signer = group.welcome_signer
         inviter = None if signer is None else identity_of(signer.credential)
@@ -527,10 +536,6 @@ class Room:
     def _content_rule(self, sender: bytes, content: Content) -> str | None:
         if (sender, content.message_id) in self._seen:
             return "A message with this id was already received from this sender."
-        if isinstance(content, Edit | Delete) and (sender, content.target) not in self._seen:
-            return "Only the sender of a message may edit or delete it."
-        if isinstance(content, FileChunk) and (sender, content.file_id) not in self._seen:
-            return "A file chunk must come from the sender of its file."
         return None
 
     def _remember(self, sender: bytes, message_id: bytes) -> None:
@@ -607,13 +612,14 @@ class Room:
         return MessageReceived(sender, content, content.sent_at_ms, now * 1000, event.epoch)
 
     def _staged(self, staged: StagedCommit) -> list[RoomEvent]:
-        committer = identity_of(staged.committer.credential) or b""
-        changes = staged_changes(staged, self._member_ids())
+        before = self._member_ids()
+        committer = committer_identity(staged, before)
+        changes = staged_changes(staged, before)
         try:
             evaluate_commit(
                 self._policy,
                 committer=committer,
-                members=set(self._member_ids().values()),
+                members=set(before.values()),
                 changes=changes,
             )
             if staged.extensions is not None and not keeps_required_capabilities(staged.extensions):

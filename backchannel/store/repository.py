@@ -189,6 +189,12 @@ class _Repository:
         )
         return None if row is None else from_row(Message, row)
 
+    async def has_message(self, room_id: bytes, sender_id: bytes, message_id: bytes) -> bool:
+        """Whether ``sender_id``'s message ``message_id`` is stored (even as a tombstone)."""
+        return await self._run(
+            lambda c: _message_row(c, room_id, sender_id, message_id) is not None
+        )
+
     async def message_id_used(self, room_id: bytes, message_id: bytes) -> bool:
         """Whether some member's message in the room has the id ``message_id``."""
         sql = "SELECT 1 FROM messages WHERE room_id = ? AND message_id = ? LIMIT 1"
@@ -331,6 +337,61 @@ class _Repository:
             (room_id, ref),
         )
         return int(row[0])
+
+    # -- changes waiting for their message ------------------------------------------------
+
+    async def hold_change(
+        self,
+        room_id: bytes,
+        sender_id: bytes,
+        target: bytes,
+        change: bytes,
+        *,
+        at: float,
+        max_count: int,
+        max_bytes: int,
+    ) -> int:
+        """Keep ``change`` (opaque) until ``sender_id``'s message ``target`` arrives.
+
+        The room keeps at most ``max_count`` held changes of at most ``max_bytes`` in
+        all; the oldest go first. Returns how many were let go to make room.
+        """
+
+        def op(c: Connection) -> int:
+            c.execute(
+                "INSERT INTO held_changes (room_id, sender_id, target, change, held_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (room_id, sender_id, target, change, at),
+            )
+            rows = c.execute(
+                "SELECT id, length(change) FROM held_changes WHERE room_id = ? ORDER BY id DESC",
+                (room_id,),
+            ).fetchall()
+            kept, total, evict = 0, 0, []
+            for row_id, size in rows:
+                if kept < max_count and total + int(size) <= max_bytes:
+                    kept += 1
+                    total += int(size)
+                else:
+                    evict.append((int(row_id),))
+            c.executemany("DELETE FROM held_changes WHERE id = ?", evict)
+            return len(evict)
+
+        return await self._run(op, scrub=True)
+
+    async def take_held(self, room_id: bytes, sender_id: bytes, target: bytes) -> list[bytes]:
+        """The changes held for ``sender_id``'s message ``target``, oldest first, removed."""
+
+        def op(c: Connection) -> list[bytes]:
+            where = "WHERE room_id = ? AND sender_id = ? AND target = ?"
+            args = (room_id, sender_id, target)
+            rows = c.execute(f"SELECT change FROM held_changes {where} ORDER BY id", args)  # noqa: S608 - a constant
+            out = [bytes(r[0]) for r in rows.fetchall()]
+            if out:
+                c.execute(f"DELETE FROM held_changes {where}", args)  # noqa: S608 - a constant
+            return out
+
+        return await self._run(op, scrub=True)
 
     # -- reactions ---------------------------------------------------------------------------
 
@@ -590,6 +651,7 @@ def _member(c: Connection, room_id: bytes, member_id: bytes) -> Member | None:
 
 
 def _erase_before(c: Connection, room_id: bytes, cutoff: float) -> int:
+    c.execute("DELETE FROM held_changes WHERE room_id = ? AND held_at < ?", (room_id, cutoff))
     return c.execute(
         "DELETE FROM messages WHERE room_id = ? AND (sent_at < ? OR received_at < ?)",
         (room_id, cutoff, cutoff),

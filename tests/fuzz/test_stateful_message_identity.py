@@ -6,6 +6,7 @@ through real :class:`~backchannel.rooms.room.Room` objects; a fourth member's de
 receives everything through the real engine (``Engine._room_entries``) into a real
 encrypted store, as the client does with entries from the relay.
 
+The relay may serve entries in any order (an edit or delete before its message).
 Mallory reuses ids of honest messages, past and future (as if she predicted them, or
 the relay put her copy first), for texts, files, edits, deletes, file chunks,
 reactions and replies, naming right and wrong authors. A model applies the rules of
@@ -63,9 +64,7 @@ HONEST = ("fac", "ben")
 CHUNK = 1024
 # The reasons the room layer and the engine give (docs/room-protocol.md §5).
 SAME_ID = "A message with this id was already received from this sender."
-NOT_SENDER = "Only the sender of a message may edit or delete it."
-CHUNK_SENDER = "A file chunk must come from the sender of its file."
-CHUNK_FILE = "A file chunk named a file its sender never sent here."
+CHUNK_FILE = "A file chunk named a message of its sender that is no file."
 REACTION = "A reaction named a message its author never sent here."
 REPLY = "A reply named the wrong author for the message it answers."
 
@@ -87,19 +86,22 @@ class Model:
     def __init__(self) -> None:
         self.seen: set[tuple[bytes, bytes]] = set()
         self.messages: dict[tuple[bytes, bytes], Expected] = {}
+        self.held: dict[tuple[bytes, bytes], list[Content]] = {}
         self.dropped: Counter[str] = Counter()
 
     def deliver(self, s: bytes, c: Content) -> None:
         if (s, c.message_id) in self.seen:
             self.dropped[SAME_ID] += 1
             return
-        if isinstance(c, Edit | Delete) and (s, c.target) not in self.seen:
-            self.dropped[NOT_SENDER] += 1
-            return
-        if isinstance(c, FileChunk) and (s, c.file_id) not in self.seen:
-            self.dropped[CHUNK_SENDER] += 1
-            return
         self.seen.add((s, c.message_id))
+        self._apply(s, c)
+
+    def _apply(self, s: bytes, c: Content) -> None:
+        if isinstance(c, Edit | Delete | FileChunk):
+            target = (s, c.file_id if isinstance(c, FileChunk) else c.target)
+            if target not in self.messages:  # held until its message comes
+                self.held.setdefault(target, []).append(c)
+                return
         if isinstance(c, Text):
             reply = None
             if c.reply_to is not None and c.reply_author is not None:
@@ -108,8 +110,12 @@ class Model:
                     reply = None
                     self.dropped[REPLY] += 1
             self.messages[(s, c.message_id)] = Expected("text", c.body, reply)
+            for change in self.held.pop((s, c.message_id), []):
+                self._apply(s, change)
         elif isinstance(c, FileManifest):
             self.messages[(s, c.message_id)] = Expected("file", c.name)
+            for change in self.held.pop((s, c.message_id), []):
+                self._apply(s, change)
         elif isinstance(c, Edit):
             m = self.messages.get((s, c.target))
             if m is not None and m.kind == "text" and not m.deleted:
@@ -295,6 +301,13 @@ class MessageIdentity(RuleBasedStateMachine):
             self._send("mal", Text(mid, self._ts(), "a second message under one id"))
 
     # -- delivery -----------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.pending) >= 2)
+    @rule(i=ids, j=ids)
+    def relay_reorders(self, i: int, j: int) -> None:
+        """The relay serves two entries in the other order (a change before its message)."""
+        i, j = i % len(self.pending), j % len(self.pending)
+        self.pending[i], self.pending[j] = self.pending[j], self.pending[i]
 
     @precondition(lambda self: self.pending)
     @rule(count=st.integers(1, 8))
