@@ -363,6 +363,15 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                 if route is not None and route[0] == "room":
                     _log.info("a room mailbox was revoked (%s)", event.reason)
             elif isinstance(event, Reset):
+                # The stored cursor follows the transport's back to the start (see
+                # Reset), or after a restart the entries the relay numbers anew would be
+                # skipped. Positions seen before say nothing about the ones to come.
+                await self.store.reset_cursor(event.mailbox, 0)
+                route = self._routes.get(event.mailbox)
+                live = self._live.get(route[1]) if route and route[0] == "room" else None
+                if live is not None:
+                    live.recent.clear()
+                    live.expected.clear()
                 self._emit(Alert(None, "The relay lost messages (restored from a backup)."))
 
     async def _on_entries(self, entries: list[Entry]) -> None:

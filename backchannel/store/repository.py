@@ -156,6 +156,13 @@ class _Repository:
             (mailbox_id, room_id, seq),
         )
 
+    async def reset_cursor(self, mailbox_id: bytes, seq: int) -> None:
+        """Move a mailbox cursor to ``seq``, backward too: the relay lost entries after
+        it (restored from a backup) and numbers its next ones from there."""
+        if seq < 0:
+            raise ValueError("seq must not be negative")
+        await self._change("UPDATE cursors SET seq = ? WHERE mailbox_id = ?", (seq, mailbox_id))
+
     # -- messages ----------------------------------------------------------------------------
 
     async def add_message(self, message: Message) -> bool:

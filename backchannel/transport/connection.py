@@ -840,8 +840,12 @@ class RelayConnection:
                 )
             )
             if setup and page.head < after:
+                # The relay rolled back and numbers on from where it was then, so the
+                # entries it has numbered since cannot be told from the ones read
+                # before: read all it still has again. The consumer's own checks
+                # (MLS generations, (sender, id)) drop what it already had.
                 self._events.put_nowait(Reset(mailbox, after, page.head))
-                follow.delivered = follow.pushed = page.head
+                follow.delivered = follow.pushed = follow.acked = 0
                 follow.jump = None
                 setup = False
                 continue

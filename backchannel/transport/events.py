@@ -83,11 +83,15 @@ class Revoked(TransportEvent):
 
 @dataclass(frozen=True, slots=True)
 class Reset(TransportEvent):
-    """The relay's head is behind the cursor (e.g. restored from a backup).
+    """The relay's head is behind the cursor (e.g. restored from a backup without
+    the mark that starts a new generation: docs/relay-protocol.md §6).
 
-    Entries up to ``cursor`` that the relay no longer has are gone. The cursor moves
-    down to ``head`` when the consumer receives this event (``on_ack`` is told), and
-    the entries the relay numbers after ``head`` are delivered as new ones.
+    Entries up to ``cursor`` that the relay no longer has are gone. The relay numbers
+    its new entries on from the point it was rolled back to, which the client cannot
+    know, so the cursor moves to 0: every entry the relay still holds is delivered
+    again, and the consumer drops those it already processed (for rooms: MLS refuses
+    a message key used before, and the store a ``(sender, id)`` it has). The consumer
+    should move the cursor it keeps to 0 too, or after a restart it would skip them.
     """
 
     #: The mailbox id.

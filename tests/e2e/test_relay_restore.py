@@ -116,3 +116,60 @@ async def test_a_restored_relay_is_said_and_loses_or_repeats_nothing_more(
         for p in (fac, ben):
             await p.stop()
         relay.kill()
+
+
+@pytest.mark.slow
+async def test_a_relay_rolled_back_without_the_mark_loses_nothing_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The store files are put back by hand (no ``backup``, no ``mark-restored``): the
+    generation is the same and the relay numbers on from its old head, below Ben's
+    cursor. Ben is told (Reset), and what the relay numbers from there reaches him,
+    also after a restart of his client: his saved cursor went down with it."""
+    data = tmp_path / "relay"
+    relay = RelayProcess(data)
+    await relay.wait_ready()
+    fac = Person("Farida", tmp_path / "fac", relay.url)
+    ben = Person("Ben", tmp_path / "ben", relay.url)
+    try:
+        for p in (fac, ben):
+            await p.start(create=True)
+        room = (await fac.c.create_room("Rolled back")).id
+        rid = await ben.c.join(await fac.c.invite(room))
+        request = await wait_event(fac, JoinRequested)
+        await fac.c.approve(room, request.request.id)
+        assert (await ben.c.wait_join(rid, 30)) is not None
+        await fac.c.send(room, "kept")
+        await eventually(lambda: _has(ben, room, "kept"), 30)
+
+        relay.kill()  # a copy of the files as they are (SQLite recovers its WAL)
+        saved = {f.name: f.read_bytes() for f in data.glob("relay.sqlite3*")}
+        relay = RelayProcess(data, port=relay.port)
+        await relay.wait_ready()
+        for n in range(3):
+            await fac.c.send(room, f"lost {n}")
+        await eventually(lambda: _has(ben, room, "lost 2"), 30)
+
+        relay.kill()
+        for leftover in data.glob("relay.sqlite3*"):
+            leftover.unlink()
+        for name, content in saved.items():
+            (data / name).write_bytes(content)
+        relay = RelayProcess(data, port=relay.port)
+        await relay.wait_ready()
+        await fac.c.send(room, "after the rollback")
+        await eventually(lambda: _has(ben, room, "after the rollback"), 30)
+        assert any(isinstance(e, Alert) and "relay lost messages" in e.text for e in ben.seen)
+
+        await ben.stop()
+        await fac.c.send(room, "while Ben was away")
+        await ben.start()
+        await eventually(lambda: _has(ben, room, "while Ben was away"), 30)
+        texts = await _texts(ben, room)
+        assert sorted(texts) == sorted(
+            ["kept", "lost 0", "lost 1", "lost 2", "after the rollback", "while Ben was away"]
+        ), texts
+    finally:
+        for p in (fac, ben):
+            await p.stop()
+        relay.kill()
