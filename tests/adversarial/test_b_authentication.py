@@ -13,6 +13,10 @@ import time
 import msgpack
 
 from backchannel.errors import BackchannelError
+from backchannel.rooms.access import open_room_blob
+from backchannel.rooms.errors import MessageRejected
+from backchannel.rooms.events import MessageReceived
+from backchannel.rooms.room import message_epoch
 from backchannel.rooms.safety import LABEL as SAFETY_LABEL
 from backchannel.rooms.safety import safety_number
 from backchannel.views import NewMessage
@@ -125,45 +129,87 @@ async def test_B05_rewritten_envelope_does_not_move_a_message(net: Net) -> None:
 
 
 async def test_B06_held_message_is_not_attributed_to_the_leaf_reuser(net: Net) -> None:
+    """Chen writes; the relay withholds it from Farida and Ben (pushes *and* fetch
+    answers, so the transport's gap filling cannot bring it); Farida removes Chen and
+    Dana takes Chen's leaf; only then does the relay deliver Chen's message, on the old
+    mailbox, and (with Ben, an insider, sealing it again) on the new one.
+
+    The engine must not show it under Dana's name. It in fact never hands it to the room
+    layer: after the move, nothing on the old mailbox counts, and the new mailbox takes
+    nothing from before its base epoch (engine/core.py ``_room_entries``). So the second
+    half hands the same MLS message to each member's real room state (a copy of it),
+    as if it had got through: it must be refused or attributed to Chen, who sent it in
+    an epoch where that leaf was Chen's, never to the leaf's current owner.
+    """
     fac, ben, chen = [await net.party(n) for n in ("Farida", "Ben", "Chen")]
     room = await net.room(fac, "Leaf reuse", ben, chen)
-    old_mb = fac.mailbox(room)
-    chen_leaf = next(
-        m.leaf_index
-        for m in fac.live(room).room.members()
-        if m.member_id == chen.c.identity.identity_id
-    )
+    old_access = fac.live(room).meta.access
+    old_mb = old_access.mailbox
+    chen_id, text = chen.c.identity.identity_id, "Chen wrote this"
+    chen_leaf = next(m.leaf_index for m in fac.live(room).room.members() if m.member_id == chen_id)
     held: list[bytes] = []
 
-    async def hold(link: Link, f: Frame) -> list[Frame] | None:
-        if f.get("t") == "push" and f["mailbox"] == old_mb and not held:
-            # Chen's message is the next room push: keep it back
-            held.append(bytes(f["blob"]))
-            return []
+    async def record(link: Link, f: Frame) -> list[Frame] | None:
+        if f.get("op") == "append" and f.get("mailbox") == old_mb and f.get("epoch") is None:
+            held.append(bytes(f["blob"]))  # before the relay has it: no push can come first
         return None
 
-    fac.proxy.on_down = ben.proxy.on_down = hold
-    await chen.c.send(room, "Chen wrote this")
-    await eventually(lambda: bool(held), 10)
-    fac.proxy.on_down = ben.proxy.on_down = None
+    async def withhold(link: Link, f: Frame) -> list[Frame] | None:
+        if f.get("t") == "push" and bytes(f["blob"]) in held:
+            return []
+        if f.get("t") == "ok" and f.get("entries"):  # a fetch answer: leave the gap open
+            kept = [e for e in f["entries"] if bytes(e[1]) not in held]
+            if len(kept) != len(f["entries"]):
+                return [{**f, "entries": kept}]
+        return None
+
+    chen.proxy.on_up = record
+    fac.proxy.on_down = ben.proxy.on_down = withhold
+    await chen.c.send(room, text)
+    await eventually(lambda: chen.proxy.append_frames(old_mb) and held, 10)
+    chen.proxy.on_up = None
+    sent_epoch = fac.live(room).room.epoch
     await fac.c.remove(room, "Chen")
     dana = await net.party("Dana")
     await net.join(fac, dana, room)
-    await eventually(lambda: fac.state(room) == ben.state(room) and len(fac.state(room)[2]) == 3)
-    dana_leaf = next(
-        m.leaf_index
-        for m in fac.live(room).room.members()
-        if m.member_id == dana.c.identity.identity_id
-    )
+    ids = {p.c.identity.identity_id for p in (fac, ben, dana)}
+    await eventually(lambda: fac.state(room) == ben.state(room) and fac.state(room)[2] == ids)
+    dana_id = dana.c.identity.identity_id
+    dana_leaf = next(m.leaf_index for m in fac.live(room).room.members() if m.member_id == dana_id)
     assert dana_leaf == chen_leaf, "Dana should take Chen's leaf for this attack"
+    for p in (fac, ben):  # it really was withheld until now
+        assert text not in await p.texts(room), p.name
+    (blob,) = held
+    data = open_room_blob(old_access, blob)  # the MLS message (Ben, an insider, can do this)
+    assert message_epoch(data) == sent_epoch < fac.live(room).room.epoch
+
+    # End to end: the relay delivers it now, on the old mailbox and sealed for the new one.
+    fac.proxy.on_down = ben.proxy.on_down = None
+    for p in (fac, ben, dana):
+        await p.proxy.link.inject_push(old_mb, blob)
+        await p.proxy.link.inject_push(p.mailbox(room), ben.seal(room, data))
+    await ben.c.send(room, "marker after the held message")
+    for p in (fac, ben, dana):
+        await eventually(lambda p=p: _has(p, room, "marker after the held message"), 30)
+    await _settle(fac, ben, dana)
+    for p in (fac, ben, dana):
+        for m in await p.c.history(room, limit=500):
+            if m.text == text:
+                assert m.sender == chen_id.hex() and m.sender != dana_id.hex(), p.name
+        news = [e.message for e in p.seen if isinstance(e, NewMessage)]
+        assert all(m.sender == chen_id.hex() for m in news if m.text == text), p.name
+
+    # The room layer, with each member's real state: if the message got that far.
     for p in (fac, ben):
-        await p.proxy.link.inject_push(p.mailbox(room), held[0])
-    await _settle(fac, ben)
-    for p in (fac, ben):
-        for m in await p.c.history(room):
-            if m.text == "Chen wrote this":
-                assert m.sender == chen.c.identity.identity_id.hex(), p.name
-                assert m.sender != dana.c.identity.identity_id.hex()
+        r = copy_room(p.live(room).room)
+        assert r.epoch > sent_epoch and dana_id in {m.member_id for m in r.members()}
+        try:
+            events = r.receive(data, now=int(time.time()))
+        except MessageRejected:
+            continue
+        got = [e for e in events if isinstance(e, MessageReceived)]
+        assert [e.sender for e in got] == [chen_id], (p.name, events)
+        assert got[0].content.body == text
 
 
 async def test_B07_relay_auth_keys_and_labels_are_separate_from_mls(net: Net) -> None:
