@@ -11,6 +11,7 @@ two things need the engine itself, and a room summary read before it loads says 
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Mapping, Sequence
 
@@ -39,12 +40,45 @@ READ_KEY = "read/"
 def name_key(name: str) -> str:
     """What two display names are compared by: the letters and digits a reader sees.
 
-    Compatibility forms, case, accents, spaces, punctuation and invisible characters
-    do not tell two names apart on a screen, so they do not count here.
+    Compatibility forms, case, accents, spaces, punctuation, invisible characters and
+    look-alikes from other scripts (Cyrillic U+0430 for Latin a, 0 for O: Unicode's
+    confusables, UTS #39) do not tell two names apart on a screen, so they do not
+    count here.
     """
-    decomposed = unicodedata.normalize("NFKD", name).casefold()
-    key = "".join(ch for ch in decomposed if unicodedata.category(ch)[0] in "LN")
-    return key or "".join(ch for ch in decomposed if not ch.isspace())
+    seen = "".join(
+        _prototype(ch) for ch in unicodedata.normalize("NFKD", name) if not _invisible(ch)
+    ).casefold()
+    key = "".join(ch for ch in seen if unicodedata.category(ch)[0] in "LN")
+    return key or "".join(ch for ch in seen if not ch.isspace())
+
+
+def _invisible(ch: str) -> bool:
+    # Letters that draw nothing (Hangul fillers such as U+3164) are category Lo.
+    return ch in _BLANK_LETTERS or unicodedata.category(ch) in ("Cf", "Mn", "Me", "Cc")
+
+
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5")
+
+
+@functools.cache
+def _prototype(ch: str) -> str:
+    """One character for all that look like ``ch``: the lowest-numbered character
+    within two steps of it in Unicode's homoglyph table (which lists I and l as like
+    1, but not 1 as like both), in either case."""
+    table = _confusables()
+    near = {ch, ch.upper(), ch.lower()}
+    for _ in range(2):
+        near |= {g["c"] for c in near for g in table.get(c, ()) if len(g["c"]) == 1}
+    return min(near)
+
+
+@functools.cache
+def _confusables() -> dict[str, list[dict[str, str]]]:
+    # Loaded on first use: the table takes 80 ms to read, not to be paid at start-up.
+    from confusable_homoglyphs.confusables import confusables_data
+
+    table: dict[str, list[dict[str, str]]] = confusables_data
+    return table
 
 
 def shown_name(name: str, member: bytes, names: Mapping[bytes, str]) -> str:

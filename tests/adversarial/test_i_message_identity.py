@@ -363,3 +363,19 @@ async def test_I04_a_member_cannot_pass_for_another_by_name(net: Net) -> None:
         assert p.alerts("go by the same name")
     # Ben's own name, shared with nobody, stays as it is.
     assert {m.name for m in await fac.c.members(room)} >= {"Ben"}
+
+
+def test_I04_look_alike_names_read_the_same() -> None:
+    """What a reader cannot tell apart on a screen counts as the same name."""
+    from backchannel.stored_views import name_key, shown_names
+
+    same = ["Farida", "F\u0430rida", "FAR\u00cdDA", "Far\u3164ida", "Fa\u200brida", "Farida "]
+    assert len({name_key(n) for n in same}) == 1
+    assert name_key("bill") == name_key("biII") and name_key("Ola") == name_key("0la")
+    assert name_key("Farida") != name_key("Faride") and name_key("Ann") != name_key("Anne")
+    shown = shown_names({b"\x01" * 16: "Farida", b"\x02" * 16: "F\u0430rida", b"\x03" * 16: "Ben"})
+    assert shown == {
+        b"\x01" * 16: "Farida (010101)",
+        b"\x02" * 16: "F\u0430rida (020202)",
+        b"\x03" * 16: "Ben",
+    }
