@@ -251,10 +251,10 @@ class RelayConnection:
         """Start connecting in the background (returns at once)."""
         if self._runner is not None or self._closed:
             raise RuntimeError("a RelayConnection starts once")
-        import aiohttp
+        from .session import http_session
 
         connector = self._proxy.connector() if self._proxy is not None else None
-        self._http = aiohttp.ClientSession(connector=connector)
+        self._http = http_session(connector)
         self._runner = asyncio.create_task(self._run(), name="relay-connection")
 
     async def close(self) -> None:

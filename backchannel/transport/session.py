@@ -43,7 +43,32 @@ from relay.protocol import (
 from .capability import MailboxCapability, new_mailbox_id
 from .errors import ProtocolMismatch, Unreachable, rejected
 
-__all__ = ["MAX_MESSAGE_BYTES", "MailboxCapability", "RelaySession", "new_mailbox_id"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MailboxCapability",
+    "RedirectRefused",
+    "RelaySession",
+    "http_session",
+    "new_mailbox_id",
+]
+
+
+class RedirectRefused(aiohttp.ClientError):
+    """The relay answered the WebSocket upgrade with a redirect, which is not followed."""
+
+
+async def _refuse_redirect(*_: object) -> None:
+    # A relay (or whoever answers for its address) must not send the client to another
+    # host or scheme: a wss:// relay could send it to a cleartext ws:// one.
+    raise RedirectRefused("the relay answered with a redirect")
+
+
+def http_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
+    """The HTTP client sessions to relays use: one that never follows a redirect."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(_refuse_redirect)
+    return aiohttp.ClientSession(connector=connector, trace_configs=[trace])
+
 
 #: The largest WebSocket message accepted from a relay: the protocol's largest frame.
 MAX_MESSAGE_BYTES = SERVER_FRAME_BYTES_MAX
@@ -96,7 +121,7 @@ class RelaySession:
             ProtocolMismatch: it does not speak this protocol (or broke it before the hello).
         """
         own = http is None
-        client = http or aiohttp.ClientSession()
+        client = http or http_session()
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
         # cancellation that arrives as the inner call completes, and a closing
         # RelayConnection would then wait forever for its runner.

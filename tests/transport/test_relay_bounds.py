@@ -432,3 +432,34 @@ async def test_a_bad_greeting_fails_the_connect_at_once(scripted: Any, first: by
     # out its timeout for a hello.
     assert "did not greet" not in str(info.value)
     assert await close_codes(server) == [WSCloseCode.PROTOCOL_ERROR]
+
+
+async def test_a_redirect_on_the_upgrade_is_not_followed() -> None:
+    """A relay's address answers the WebSocket upgrade with a redirect (to another host,
+    or from wss:// to cleartext): the client does not go there."""
+    from aiohttp import web
+
+    from backchannel.transport.errors import Unreachable
+    from backchannel.transport.session import RelaySession
+
+    hits: list[str] = []
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        if request.path == "/v1/ws":
+            raise web.HTTPFound("/elsewhere")
+        return web.Response(text="followed")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", redirect)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"ws://127.0.0.1:{runner.addresses[0][1]}/v1/ws"
+        with pytest.raises(Unreachable, match="RedirectRefused"):
+            await RelaySession.connect(url, timeout=5.0)
+        assert hits == ["/v1/ws"]
+    finally:
+        await runner.cleanup()
