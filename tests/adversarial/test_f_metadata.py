@@ -110,7 +110,10 @@ async def test_F03_relay_sees_no_names_titles_texts_or_invite_secrets(net: Net) 
         assert p.c.identity.public_key() not in wire
 
 
-async def test_F03_relay_cannot_link_a_room_across_its_mailbox_move(net: Net) -> None:
+async def test_F03_the_group_id_is_in_no_blob_before_or_after_a_mailbox_move(net: Net) -> None:
+    """What this shows, and only this: the MLS group id, which would tie the two
+    mailboxes together, never appears in an appended blob. The relay can still link
+    them by connection and timing (docs/threat-model.md, residual risks; issue #19)."""
     fac, ben, chen = [await net.party(n) for n in ("Farida", "Ben", "Chen")]
     room = await net.room(fac, "Unlinkable", ben, chen)
     old = fac.mailbox(room)
