@@ -643,6 +643,7 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
             live.meta = replace(
                 meta, access=fx.moved_to, previous=(*meta.previous, meta.access.mailbox)
             )
+            self._forget_positions(live)
         policy = live.room.policy
         record = replace(
             record,

@@ -105,10 +105,12 @@ class Live:
     relay_epoch: int | None = None
     #: Warnings already shown, so each is shown once: (kind, epoch).
     warned: set[tuple[str, int]] = field(default_factory=set)
-    #: Own appends acknowledged but not yet seen in the stream: seq -> SHA-256 of the blob.
-    expected: dict[int, bytes] = field(default_factory=dict)
-    #: SHA-256 of recently seen entries, by seq (bounded), to check late acknowledgements.
-    recent: dict[int, bytes] = field(default_factory=dict)
+    #: Own appends acknowledged but not yet seen in the stream, by position (mailbox,
+    #: seq) -> SHA-256 of the blob. Cleared when the room moves.
+    expected: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
+    #: SHA-256 of recently seen entries, by position (mailbox, seq) (bounded), to check
+    #: late acknowledgements. Cleared when the room moves.
+    recent: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
     #: Content dropped since this room was loaded, by reason (never by sender or id).
     dropped: Counter[str] = field(default_factory=Counter)
 

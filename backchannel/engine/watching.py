@@ -49,35 +49,54 @@ class Watching:
         fx.events.append(Alert(hex_id(live.record.room_id), text))
 
     def _check_echo(self, live: Live, fx: Effects, entry: Entry) -> None:
-        """Compare an entry with what this member appended at that position, if anything."""
+        """Compare an entry with what this member appended at that position, if anything.
+
+        A position is a mailbox and a sequence number: a room that moves (after a
+        removal) starts again at 1 in its new mailbox, and what was seen or expected in
+        the old one says nothing about the new one's entries.
+        """
         digest = hashlib.sha256(entry.blob).digest()
-        live.recent[entry.seq] = digest
+        position = (entry.mailbox, entry.seq)
+        live.recent[position] = digest
         if len(live.recent) > RECENT_ENTRIES:
             del live.recent[next(iter(live.recent))]
-        mine = live.expected.pop(entry.seq, None)
+        mine = live.expected.pop(position, None)
         if mine is not None and not hmac.compare_digest(mine, digest):
             self._warn(live, fx, "fork", entry.seq, FORK_TEXT)
-        skipped = [seq for seq in live.expected if seq < entry.seq]
-        for seq in skipped:
-            del live.expected[seq]
+        skipped = [
+            (mailbox, seq)
+            for mailbox, seq in live.expected
+            if mailbox == entry.mailbox and seq < entry.seq
+        ]
+        for mailbox, seq in skipped:
+            del live.expected[(mailbox, seq)]
             self._warn(live, fx, "withheld", seq, WITHHELD_TEXT)
 
     def expect_echo(self, mailbox: bytes, seq: int, blob: bytes) -> None:
         """This member's append of ``blob`` was stored at ``seq``: it must come back there."""
         route = self._routes.get(mailbox)
         live = self._live.get(route[1]) if route is not None and route[0] == "room" else None
+        if live is None or mailbox != live.meta.access.mailbox:
+            return  # a mailbox the room has left: its entries are no longer read
         cursor = self.connection.cursor(mailbox)
-        if live is None or (cursor is not None and seq <= cursor and seq not in live.recent):
+        position = (mailbox, seq)
+        if cursor is not None and seq <= cursor and position not in live.recent:
             return  # read before this run (e.g. a retry after a restart): nothing to compare
         digest = hashlib.sha256(blob).digest()
-        seen = live.recent.get(seq)
+        seen = live.recent.get(position)
         if seen is None:
-            live.expected[seq] = digest
+            live.expected[position] = digest
         elif not hmac.compare_digest(seen, digest):
             fx = Effects()
             self._warn(live, fx, "fork", seq, FORK_TEXT)
             for event in fx.events:
                 self._emit(event)
+
+    def _forget_positions(self, live: Live) -> None:
+        """The room moved to a new mailbox: positions seen in or expected of the old one
+        are never compared again (its entries after the move are not read)."""
+        live.recent.clear()
+        live.expected.clear()
 
     async def _expect_move(self, live: Live, mailbox: bytes) -> None:
         """Warn if the room is still on a mailbox that refuses posts after a grace time."""

@@ -56,6 +56,8 @@ async def test_the_relay_killed_mid_conversation_loses_and_duplicates_nothing(
             assert sorted(texts) == sorted(expected), texts
         delivered = [m.delivered for m in await ben.c.history(room) if m.outgoing]
         assert delivered == [True]
+        for p in (fac, ben):
+            assert false_alarms(p) == [], (p.name, false_alarms(p))
     finally:
         for p in (fac, ben):
             await p.stop()
@@ -101,6 +103,8 @@ async def test_facilitator_and_joiner_never_online_together(
     assert await ben.c.pending_joins() == []
     assert rid not in await ben.c.pending_joins()
     await ben.stop()
+    for p in (fac, ben):
+        assert false_alarms(p) == [], (p.name, false_alarms(p))
 
 
 async def test_leaving_is_committed_by_a_facilitator(
@@ -128,6 +132,8 @@ async def test_leaving_is_committed_by_a_facilitator(
         assert await ben.c.rooms() == []
         await fac.c.send(room, "without Ben")
         await eventually(lambda: _has(chen, room, {"without Ben"}), timeout=30)
+        for p in people:
+            assert false_alarms(p) == [], (p.name, false_alarms(p))
     finally:
         for p in people:
             await p.stop()
@@ -169,6 +175,8 @@ async def test_observers_read_but_cannot_post_and_updates_run_on_schedule(
         await eventually(advanced, timeout=30)
         auth = {p.c.engine._live[room_id].room.epoch_authenticator() for p in (fac, obs)}
         assert len(auth) == 1
+        for p in (fac, obs):
+            assert false_alarms(p) == [], (p.name, false_alarms(p))
     finally:
         for p in (fac, obs):
             await p.stop()
