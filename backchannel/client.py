@@ -307,12 +307,21 @@ class Client:
 
     @property
     def relay_url(self) -> str:
-        """The WebSocket URL of the relay this profile uses."""
+        """The WebSocket URL of the relay this profile uses, as invite links carry it.
+
+        For the built-in relay: an address others can reach (see ``embedded.py``),
+        with the token that admits the people invited.
+        """
+        return self._relay_urls()[0]
+
+    def _relay_urls(self) -> tuple[str, str]:
+        """(the relay's URL for others, the URL this client connects to)."""
         if self._relay_url is not None:
-            return self._relay_url
+            return self._relay_url, self._relay_url
+        from .embedded import relay_urls
+
         host, port = _parse_listen(self._listen or "127.0.0.1:8765")
-        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
-        return f"ws://{shown}:{port}/v1/ws"
+        return relay_urls(host, port, self.identity.signature_key)
 
     async def use_relay(self, relay_url: str) -> None:
         """Switch a profile that has no rooms yet to ``relay_url`` (before :meth:`start`).
@@ -362,8 +371,9 @@ class Client:
         from .engine import Engine
         from .transport.connection import RelayConnection
 
+        relay_url, own_url = self._relay_urls()
         try:
-            self.connection = RelayConnection(self.relay_url, proxy=proxy)
+            self.connection = RelayConnection(own_url, proxy=proxy)
         except ValueError as exc:
             raise BackchannelError(f"Cannot use that proxy: {exc}") from None
         self._engine = Engine(
@@ -371,7 +381,7 @@ class Client:
             self.identity,
             self.connection,
             self._events,
-            relay_url=self.relay_url,
+            relay_url=relay_url,
             clock=time.time,
         )
         await self._engine.load()
@@ -397,7 +407,9 @@ class Client:
             from .embedded import EmbeddedRelay
 
             host, port = _parse_listen(self._listen or "127.0.0.1:8765")
-            self._embedded = EmbeddedRelay(embedded_relay_dir(self.home), host, port)
+            self._embedded = EmbeddedRelay(
+                embedded_relay_dir(self.home), host, port, secret=self.identity.signature_key
+            )
             try:
                 await self._embedded.start()
             except OSError as exc:

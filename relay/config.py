@@ -22,9 +22,20 @@ import platformdirs
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Limits", "RelayConfig", "load_config", "parse_duration", "parse_size"]
+__all__ = [
+    "ADMISSION_PARAM",
+    "ENV_PREFIX",
+    "Admission",
+    "Limits",
+    "RelayConfig",
+    "load_config",
+    "parse_duration",
+    "parse_size",
+]
 
 ENV_PREFIX: Final = "BACKCHANNEL_RELAY_"
+#: The query parameter of ``/v1/ws`` that carries an admission token (``?admit=TOKEN``).
+ADMISSION_PARAM: Final = "admit"
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
 GIB: Final = 1024 * MIB
@@ -117,6 +128,28 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """A token that lets the connections presenting it create mailboxes.
+
+    A connection presents it by opening ``/v1/ws?admit=TOKEN``. Used by the relay a
+    client runs for a workshop LAN (``backchannel init --listen``), whose invite links
+    carry the guests' token; see :attr:`RelayConfig.admission`.
+    """
+
+    token: str = field(repr=False)
+    """16 to 128 characters of base64url (``A-Z a-z 0-9 - _``)."""
+    creates: int | None = None
+    """Mailboxes the connections presenting this token may create in all while the relay
+    runs (``store_full`` after that); None for no limit."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", self.token):
+            raise ConfigError("An admission token must be 16 to 128 base64url characters.")
+        if self.creates is not None and self.creates < 0:
+            raise ConfigError("An admission token's quota must not be negative.")
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     """Everything ``backchannel-relay serve`` needs; build it with :func:`load_config`."""
 
@@ -154,6 +187,12 @@ class RelayConfig:
     log_level: str = "info"
     """``debug``, ``info``, ``warning`` or ``error``; only ``debug`` may log mailbox ids."""
     limits: Limits = field(default_factory=Limits)
+    admission: tuple[Admission, ...] = field(default=(), repr=False)
+    """When not empty, only connections that present one of these tokens may create
+    mailboxes (``denied`` otherwise), each token within its quota; everything else still
+    works by capability alone. Empty (the default): anyone may create mailboxes. Set by
+    the relay a client runs (``backchannel/embedded.py``); not read from a file, the
+    environment or flags."""
 
     def sqlite_path(self) -> Path:
         """The SQLite file the default store uses."""
@@ -197,7 +236,9 @@ _SIZE_FIELDS: Final = frozenset(
     }
 )
 _DURATION_FIELDS: Final = frozenset({"default_ttl", "max_ttl", "expiry_granularity"})
-_TOP_FIELDS: Final = {f.name: f for f in dataclasses.fields(RelayConfig) if f.name != "limits"}
+_TOP_FIELDS: Final = {
+    f.name: f for f in dataclasses.fields(RelayConfig) if f.name not in {"limits", "admission"}
+}
 _LIMIT_FIELDS: Final = {f.name: f for f in dataclasses.fields(Limits)}
 
 

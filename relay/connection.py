@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, web
 from .protocol import Role, encode
 
 if TYPE_CHECKING:
+    from .config import Admission
     from .hub import Subscription
     from .metrics import RelayMetrics
 
@@ -89,6 +90,9 @@ class Connection:
         #: checked against the mailbox's current keys after a rotation elsewhere.
         self.grants: dict[bytes, dict[Role, bytes]] = {}
         self.subscriptions: dict[bytes, Subscription] = {}
+        #: The admission token this connection presented, if the relay knows it: what
+        #: lets it create mailboxes on a relay that admits only invited people.
+        self.admission: Admission | None = None
         self.busy = 0  # requests being handled (graceful shutdown waits for 0)
         self._metrics = metrics
         self._queue: collections.deque[bytes] = collections.deque()

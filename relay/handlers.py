@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 from typing import Any
@@ -11,6 +12,7 @@ from aiohttp import WSMsgType, web
 
 from . import PROTOCOL_VERSION
 from .appkeys import CONFIG, CONNECTIONS, METRICS, OPERATIONS, SERVER_NAME, STORE
+from .config import ADMISSION_PARAM, Admission, RelayConfig
 from .connection import Connection, TokenBucket
 from .errors import InternalError, ProtocolViolation, RelayError, StoreUnavailable
 from .operations import Operations
@@ -85,6 +87,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         metrics=metric,
         transport=request.transport,
     )
+    conn.admission = _admission(config, request.query.get(ADMISSION_PARAM))
     connections.add(conn)
     metric.connections += 1
     hello: dict[str, Any] = {
@@ -118,6 +121,18 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         ops.hub.forget(conn)
         await conn.release()
     return ws
+
+
+def _admission(config: RelayConfig, token: str | None) -> Admission | None:
+    """The admission ``token`` names (compared in constant time), or None."""
+    if token is None or not config.admission:
+        return None
+    found = None
+    presented = token.encode()
+    for admission in config.admission:
+        if hmac.compare_digest(admission.token.encode(), presented):
+            found = admission
+    return found
 
 
 def _monotonic() -> float:

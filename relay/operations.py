@@ -7,17 +7,20 @@ Every function here either returns the answer's fields or raises a
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .capabilities import check_public_key, signature_valid
-from .config import RelayConfig
+from .config import Admission, RelayConfig
 from .connection import Connection
 from .errors import (
     CapabilityDenied,
     FieldInvalid,
+    MailboxExists,
     RateLimited,
     ShuttingDown,
+    StoreFull,
     TooLarge,
     TooManySubscriptions,
 )
@@ -64,6 +67,8 @@ class Operations:
         self.metrics = metrics
         self.clock = clock
         self.shutting_down = False
+        #: Mailboxes created so far under each admission token (see ``RelayConfig.admission``).
+        self.admitted: Counter[str] = Counter()
         self._table: dict[type[Any], Callable[[Connection, Any], Awaitable[Result]]] = {
             Create: self.create,
             Auth: self.auth,
@@ -116,6 +121,32 @@ class Operations:
 
     # -- operations ---------------------------------------------------------------------------
 
+    async def _admit(self, conn: Connection, mailbox: bytes) -> Admission | None:
+        """The admission this creation counts against; raises if it may not create.
+
+        Returns None when the relay admits anyone, or the token has no quota. A
+        mailbox that exists reads ``exists`` to everyone, as on a relay that admits
+        anyone (a room's next mailbox, opened by another member first); its id is
+        random, so this tells a stranger nothing.
+        """
+        if not self.config.admission:
+            return None
+        admission = conn.admission
+        if admission is not None and (
+            admission.creates is None or self.admitted[admission.token] < admission.creates
+        ):
+            return None if admission.creates is None else admission
+        if await self.store.get_keys(mailbox, self.clock()) is not None:
+            raise MailboxExists()
+        if admission is None:
+            raise CapabilityDenied(
+                "This relay opens mailboxes only for the people invited to it; use the "
+                "relay address of your invite link."
+            )
+        raise StoreFull(
+            "This relay has opened as many mailboxes for its invited guests as it allows."
+        )
+
     async def create(self, conn: Connection, req: Create) -> Result:
         check_public_key(req.read_key, "read_key")
         check_public_key(req.write_key, "write_key")
@@ -123,8 +154,18 @@ class Operations:
             check_public_key(req.admin_key, "admin_key")
         ttl = self._ttl(req.ttl) or self.config.default_ttl
         self._rate(conn)
+        counted = await self._admit(conn, req.mailbox)
         keys = MailboxKeys(req.read_key, req.write_key, req.admin_key or req.write_key)
-        await self._timed("create", self.store.create_mailbox(req.mailbox, keys, ttl, self.clock()))
+        if counted is not None:
+            self.admitted[counted.token] += 1  # before the await: concurrent creates count
+        try:
+            await self._timed(
+                "create", self.store.create_mailbox(req.mailbox, keys, ttl, self.clock())
+            )
+        except BaseException:
+            if counted is not None:
+                self.admitted[counted.token] -= 1
+            raise
         # The id may have belonged to an expired mailbox: its old grants must not carry over.
         self.hub.drop_grants(req.mailbox)
         return {"ttl": ttl}

@@ -100,6 +100,9 @@ JOIN_KEY_LABEL: Final = b"backchannel/rooms/v1 join request key"
 JOIN_AAD_LABEL: Final = b"backchannel/rooms/v1 join request\x00"
 
 _PAYLOAD = re.compile(r"[A-Za-z0-9_-]+")
+#: The one query a relay URL may carry: the admission token of a client's built-in
+#: relay (``backchannel/embedded.py``), which admits new mailboxes only with it.
+_ADMISSION_QUERY = re.compile(r"admit=[A-Za-z0-9_-]{16,128}")
 _WEB_PREFIX = re.compile(r"https?://[^#]*", re.IGNORECASE)
 _INVALID_REQUEST = "This join request could not be opened (wrong invite, tampered or malformed)."
 
@@ -130,8 +133,10 @@ def _check_relay_url(url: str) -> None:
         raise ValueError("relay URL has a malformed host or port") from None
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError("relay URL must be a ws:// or wss:// URL with a host")
-    if "@" in parts.netloc or parts.fragment or parts.query:
+    if "@" in parts.netloc or parts.fragment or "#" in url:
         raise ValueError("relay URL must not carry credentials, a query or a fragment")
+    if (parts.query or "?" in url) and not _ADMISSION_QUERY.fullmatch(parts.query):
+        raise ValueError("relay URL must carry no query but an admission token (?admit=)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -395,9 +395,14 @@ def evaluate_commit(
        its identity.
        Nobody may commit its own removal; that is MLS's rule too.
     5. An added member must not already be a member; a removed one must be.
-    6. A new policy must be a valid canonical encoding; the extension cannot be dropped.
-    7. After the commit, at least one member must be a facilitator under the new policy.
-    8. Other proposal types (PreSharedKey, unknown) are refused.
+    6. An added member must have no role entry in the policy after the commit. Roles
+       belong to members present in the tree: an entry a former member left behind
+       (a leave committed without dropping it) must be dropped in the same commit,
+       and a newcomer starts with the default role. The check reads the policy after
+       the commit, so the order of the Add and the policy change does not matter.
+    7. A new policy must be a valid canonical encoding; the extension cannot be dropped.
+    8. After the commit, at least one member must be a facilitator under the new policy.
+    9. Other proposal types (PreSharedKey, unknown) are refused.
 
     Args:
         policy: the policy in force in the current epoch.
@@ -469,6 +474,15 @@ def evaluate_commit(
 
     after_members = (current - removed) | added
     after_policy = policy if new_policy is None else new_policy
+    # Roles belong to members in the tree. An identity with a role entry but no leaf
+    # (someone who left, whose entry the leave's committer did not drop) could
+    # otherwise be claimed by any newcomer's credential, role and all.
+    listed = {member for member, _ in after_policy.roles}
+    if any(member in listed for member in added):
+        raise PolicyViolation(
+            "The commit adds a member id that still has a role in the room (someone who "
+            "left); that role must be dropped in the same commit."
+        )
     if not any(after_policy.role_of(m) is Role.FACILITATOR for m in after_members):
         raise PolicyViolation(
             "The commit would leave the room without a facilitator; name another facilitator first."

@@ -41,8 +41,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from backchannel.mls.credentials import BasicCredential
@@ -376,24 +377,38 @@ class Room:
         now: int,
         add: Sequence[bytes] = (),
         remove: Sequence[int] = (),
-        extensions: Sequence[Extension] | None = None,
+        policy: RoomPolicy | None = None,
         proposals_only: bool = False,
     ) -> OutgoingCommit:
+        """Check and make an own commit: ``inline`` changes, queued proposals if allowed.
+
+        ``policy`` is the new policy the commit sets (None: unchanged). A facilitator's
+        commit that changes membership or the policy also drops the role entries of
+        everyone not staying in the tree (members it removes, members whose leave it
+        commits, members who left before) and of the members it adds: roles belong to
+        members present in the tree (docs/room-protocol.md §3, rule 6).
+        """
         self._check_can_commit()
         me = self.member_id
         members = set(self._member_ids().values())
         cached = self._cached_changes()
-        own = [*inline, UpdateMember(me)]
         include = bool(cached)
-        if include:
+        while True:
+            queued = cached if include else []
+            new_policy = self._tidy(policy, members, [*queued, *inline])
+            changes = [*queued, *inline]
+            if new_policy is not None:
+                changes.append(ChangePolicy(me, policy_extension(new_policy).extension_data))
+            changes.append(UpdateMember(me))
             try:
-                evaluate_commit(self._policy, committer=me, members=members, changes=cached + own)
+                evaluate_commit(self._policy, committer=me, members=members, changes=changes)
             except PolicyViolation:
-                if proposals_only:
+                if not include or proposals_only:
                     raise
-                include = False
-        if not include:
-            evaluate_commit(self._policy, committer=me, members=members, changes=own)
+                include = False  # leave out queued proposals the rules refuse
+                continue
+            break
+        extensions = None if new_policy is None else self._extensions_with(new_policy)
         try:
             result = self._group.commit(
                 add=add,
@@ -407,8 +422,40 @@ class Room:
             raise PolicyViolation(f"MLS refused the change: {exc}") from None
         return OutgoingCommit(self.epoch, result.commit, result.welcome)
 
+    def _tidy(
+        self,
+        policy: RoomPolicy | None,
+        members: set[bytes],
+        changes: Sequence[ProposedChange],
+    ) -> RoomPolicy | None:
+        """The policy an own commit of ``changes`` sets (None: it sets none).
+
+        A facilitator's commit that adds or removes anyone, or sets a policy anyway,
+        drops every role entry whose member is not staying in the tree: removed,
+        leaving, gone before, or being added (a newcomer starts with the default role,
+        and a re-admitted member's old entry could otherwise not be told from a claim).
+        """
+        if self._policy.role_of(self.member_id) is not Role.FACILITATOR:
+            return policy
+        membership = any(isinstance(c, AddMember | RemoveMember) for c in changes)
+        if policy is None and not membership:
+            return None
+        removed = {c.member for c in changes if isinstance(c, RemoveMember)}
+        staying = members - removed
+        base = self._policy if policy is None else policy
+        kept = tuple((m, r) for m, r in base.roles if m in staying)
+        if len(kept) != len(base.roles):
+            with contextlib.suppress(ValueError):  # no facilitator would stay: refused anyway
+                base = replace(base, roles=kept)
+        if policy is None and base == self._policy:
+            return None
+        return base
+
     def add_members(self, key_packages: Sequence[bytes], *, now: int) -> OutgoingCommit:
         """Commit adding the owners of ``key_packages`` (facilitators only).
+
+        A role entry an added identity still has (from a former membership) is
+        dropped in the same commit: the newcomer starts with the default role.
 
         Raises:
             PolicyViolation: not a facilitator, an identity already present, or a
@@ -428,37 +475,36 @@ class Room:
     def remove_members(self, member_ids: Iterable[bytes], *, now: int) -> OutgoingCommit:
         """Commit removing members (facilitators only); their role entries are dropped too."""
         me = self.member_id
-        ids = list(member_ids)
         leaves: list[int] = []
         inline: list[ProposedChange] = []
-        policy = self._policy
-        for member in ids:
+        for member in member_ids:
             leaf = self._leaf_of(member)
             if leaf is None:
                 raise PolicyViolation("The commit removes someone who is not a member.")
             leaves.append(leaf)
             inline.append(RemoveMember(me, member))
-            if any(m == member for m, _ in policy.roles) and member != me:
-                try:
-                    policy = policy.with_role(member, None)
-                except ValueError:
-                    raise PolicyViolation(
-                        "The commit would leave the room without a facilitator."
-                    ) from None
-        extensions = None
-        if policy != self._policy:
-            extensions = self._extensions_with(policy)
-            inline.append(ChangePolicy(me, policy_extension(policy).extension_data))
-        return self._commit(inline, now=now, remove=leaves, extensions=extensions)
+        return self._commit(inline, now=now, remove=leaves)
 
     def change_policy(self, new_policy: RoomPolicy, *, now: int) -> OutgoingCommit:
-        """Commit a new policy (facilitators only)."""
-        data = policy_extension(new_policy).extension_data
-        return self._commit(
-            [ChangePolicy(self.member_id, data)],
-            now=now,
-            extensions=self._extensions_with(new_policy),
-        )
+        """Commit a new policy (facilitators only).
+
+        Roles are given to members only: an entry for someone not in the room that the
+        current policy does not have is refused (a newcomer could claim it by naming
+        that id). Entries former members left behind are dropped in the same commit.
+
+        Raises:
+            PolicyViolation: not a facilitator, a role for a non-member, or the rules
+                refuse the change (e.g. no facilitator would be left).
+            RoomStateError: a commit is pending, or this member left.
+        """
+        members = set(self._member_ids().values())
+        listed = {m for m, _ in self._policy.roles}
+        if any(m not in members and m not in listed for m, _ in new_policy.roles):
+            raise PolicyViolation(
+                "Roles are given to members of the room only: add them first, then "
+                "give them a role."
+            )
+        return self._commit([], now=now, policy=new_policy)
 
     def self_update(self, *, now: int) -> OutgoingCommit:
         """Commit a fresh path for this member (post-compromise security); any member may."""
@@ -467,18 +513,63 @@ class Room:
     def commit_proposals(self, *, now: int) -> OutgoingCommit:
         """Commit the proposals queued this epoch (e.g. members leaving), if the policy allows them.
 
+        A facilitator's commit of a leave drops the leaver's role entry in the same commit.
+
         Raises:
             PolicyViolation: a queued proposal is not allowed (e.g. a participant's Add).
+            RoomStateError: no proposal is waiting.
         """
         if not self._cached_changes():
             raise RoomStateError("No proposals are waiting to be committed.")
         return self._commit([], now=now, proposals_only=True)
 
+    @property
+    def proposals_waiting(self) -> bool:
+        """Whether proposals of others (e.g. a member's leave) wait for a commit this epoch."""
+        return bool(self._cached_changes())
+
+    @property
+    def leaving(self) -> bool:
+        """Whether this member's leave proposal is queued in the current epoch.
+
+        A commit that lands before a leave is committed ends the epoch it was made
+        for; the leave is then gone, and the member must propose it again.
+        """
+        if not self._group.active:
+            return False
+        me = self.member_id
+        return any(isinstance(c, RemoveMember) and c.member == me for c in self._proposals)
+
     def leave(self) -> bytes:
-        """A proposal to remove this member; another member (a facilitator) commits it."""
+        """A proposal to remove this member; another member (a facilitator) commits it.
+
+        Raises:
+            PolicyViolation: this member is the room's last facilitator; nobody could
+                commit the leave (a room always keeps a facilitator), so nothing is
+                proposed. Make another member a facilitator first.
+            RoomStateError: this member is no longer in the room, or its leave is
+                already waiting in this epoch.
+        """
         if not self._group.active:
             raise RoomStateError("You are no longer a member of this room.")
+        if self.leaving:
+            raise RoomStateError(
+                "You have already asked to leave this room; a facilitator's client lets "
+                "you go when it next reads the room."
+            )
         me = self.member_id
+        others = [m for m in self.members() if m.member_id != me]
+        if not others:
+            raise PolicyViolation(
+                "You are the only member of this room, so nobody could let you go."
+            )
+        if self._policy.role_of(me) is Role.FACILITATOR and not any(
+            m.role is Role.FACILITATOR for m in others
+        ):
+            raise PolicyViolation(
+                "You are the last facilitator of this room, so nobody could let you go: "
+                "make another member a facilitator first, then leave."
+            )
         wire = self._group.propose_remove(self._group.own_leaf_index)
         self._proposals.append(RemoveMember(me, me))
         return wire

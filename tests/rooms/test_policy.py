@@ -336,6 +336,40 @@ def test_the_last_facilitator_cannot_go() -> None:
     ok(FAC, RemoveMember(FAC, FAC2))
 
 
+def test_a_role_entry_without_a_leaf_cannot_be_claimed() -> None:
+    # FAC2 left in a commit that kept its entry (a participant committed the leave):
+    # whoever names FAC2's id in a key package must not walk in as a facilitator.
+    after_leave = MEMBERS - {FAC2}
+    stale = frozenset(after_leave)
+
+    def check(*changes: ProposedChange) -> RoomPolicy:
+        return evaluate_commit(POLICY, committer=FAC, members=stale, changes=changes).policy
+
+    with pytest.raises(PolicyViolation, match="still has a role"):
+        check(AddMember(FAC, FAC2))
+    # A policy change that keeps the entry does not make it right, in either order.
+    keeps = new_policy(title="Renamed")
+    for changes in ([AddMember(FAC, FAC2), ChangePolicy(FAC, keeps)],
+                    [ChangePolicy(FAC, keeps), AddMember(FAC, FAC2)]):  # fmt: skip
+        with pytest.raises(PolicyViolation, match="still has a role"):
+            check(*changes)
+    # A facilitator re-admits FAC2 by dropping the entry in the same commit, in either
+    # order; FAC2 comes back with the default role.
+    dropped = encode_policy(POLICY.with_role(FAC2, None))
+    for changes in ([AddMember(FAC, FAC2), ChangePolicy(FAC, dropped)],
+                    [ChangePolicy(FAC, dropped), AddMember(FAC, FAC2)]):  # fmt: skip
+        assert check(*changes).role_of(FAC2) is Role.PARTICIPANT
+    # Nor may a newcomer be given a role in the commit that adds it.
+    with pytest.raises(PolicyViolation, match="still has a role"):
+        check(
+            AddMember(FAC, NEW),
+            ChangePolicy(FAC, encode_policy(POLICY.with_role(NEW, Role.OBSERVER))),
+        )
+    # Present members are refused as before; a fresh id is fine.
+    refused(FAC, AddMember(FAC, FAC2), match="already a member")
+    assert check(AddMember(FAC, NEW)).role_of(NEW) is Role.PARTICIPANT
+
+
 def test_posting_inviter_and_retention() -> None:
     assert may_post(POLICY, FAC) and may_post(POLICY, PART) and may_post(POLICY, b"x")
     assert not may_post(POLICY, OBS)
@@ -427,6 +461,37 @@ def test_non_facilitators_cannot_alter_membership_or_policy(
         policy, members = outcome.policy, outcome.members
     assert {FAC, FAC2} <= members
     assert policy == POLICY
+
+
+@given(policies(), st.sets(member_ids, max_size=6), st.data())
+@FUZZ
+def test_newcomers_never_inherit_a_role(
+    policy: RoomPolicy, members: set[bytes], data: st.DataObject
+) -> None:
+    # Whatever a facilitator's commit carries, everyone it adds starts with the default
+    # role: no entry in the role table (a former member's, or one given beside the Add).
+    committer = data.draw(st.sampled_from(sorted(policy.facilitators)))
+    members |= {committer}
+    pool = st.sampled_from(sorted(members | {m for m, _ in policy.roles} | {NEW}))
+    new_roles = st.dictionaries(pool, st.sampled_from(Role), max_size=6).map(
+        lambda roles: {**roles, committer: Role.FACILITATOR}
+    )
+    change = st.one_of(
+        st.builds(AddMember, st.just(committer), pool),
+        st.builds(RemoveMember, st.just(committer), pool),
+        new_roles.map(
+            lambda roles: ChangePolicy(
+                committer, encode_policy(RoomPolicy(policy.title, tuple(roles.items())))
+            )
+        ),
+    )
+    changes = data.draw(st.lists(change, max_size=4))
+    try:
+        outcome = evaluate_commit(policy, committer=committer, members=members, changes=changes)
+    except PolicyViolation:
+        return
+    listed = {m for m, _ in outcome.policy.roles}
+    assert not (outcome.members - members) & listed
 
 
 def _proposer(change: ProposedChange) -> bytes:

@@ -101,10 +101,11 @@ def _workshop(suite: int = SUITE1) -> RoomHarness:
     """fac (facilitator), fac2 (second facilitator), ann, bob (participants), obs (observer)."""
     h = RoomHarness.create(suite)
     fac = h.rooms["fac"]
-    policy = fac.policy.with_role(b"fac2", Role.FACILITATOR).with_role(b"obs", Role.OBSERVER)
-    h.commit("fac", fac.change_policy(policy, now=NOW))
     for name in ("fac2", "ann", "bob", "obs"):
         h.invite("fac", name)
+    # Roles are given to members (an entry without a leaf could be claimed by anyone).
+    policy = fac.policy.with_role(b"fac2", Role.FACILITATOR).with_role(b"obs", Role.OBSERVER)
+    h.commit("fac", fac.change_policy(policy, now=NOW))
     h.check()
     return h
 
