@@ -924,17 +924,37 @@ def remove(opts: Options, room_name: str, member: str) -> None:
 
 @cli.command()
 @click.argument("room_name", metavar="ROOM")
+@click.option(
+    "--wait",
+    type=DURATION,
+    default=15,
+    help="Wait this long for a facilitator to let you go (exit 0 left, 2 still waiting).",
+)
 @click.pass_obj
-def leave(opts: Options, room_name: str) -> None:
-    """Leave ROOM."""
+def leave(opts: Options, room_name: str, wait: int) -> None:
+    """Leave ROOM: a facilitator's client lets you go, and then you are out.
+
+    The last facilitator cannot leave: make another member a facilitator first
+    (`backchannel room role ROOM MEMBER facilitator`).
+    """
 
     async def action(s: Session) -> tuple[str, Posted]:
         room_id = (await s.client.room(room_name)).id
         await s.client.leave(room_name)
-        return room_id, await _posted(s)
+        posted = await _posted(s)
+        if posted.problem is None and not await s.client.wait_left(room_id, wait):
+            posted = Posted(problem=_LEAVE_WAITING)
+        return room_id, posted
 
     room_id, posted = _run(_session(opts, action, writes=True))
     _report_post(opts, posted, {"left": room_id}, f"Left the room {clean(room_name)}.")
+
+
+_LEAVE_WAITING = (
+    "Not out yet: you asked to leave, and no facilitator's client has let you go so far. "
+    "Until one does you are still a member, and your leave is asked for again whenever "
+    "this profile connects (`backchannel sync`)."
+)
 
 
 @cli.command()

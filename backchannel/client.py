@@ -636,6 +636,20 @@ class Client:
         """Leave a room: a facilitator's client commits the departure."""
         await self.engine.complete(self.engine.leave(self.engine.resolve_room(room)))
 
+    async def wait_left(self, room_id: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for this member's leave of a room to complete.
+
+        ``room_id`` is the room's id (once left, a title no longer names it). True once
+        a commit removed this member; False while the leave waits for a facilitator's
+        client to commit it. Until then the leave is asked for again after every change
+        to the room, whenever this profile runs (a proposal lasts one epoch).
+        """
+        try:
+            room = bytes.fromhex(room_id.strip())
+        except ValueError:
+            raise BackchannelError(f"{room_id!r} is not a valid room id.") from None
+        return await self.engine.wait_left(room, timeout)
+
     def room_code(self, room: str) -> str:
         """The room's check code for this epoch (5 groups of 5 digits).
 

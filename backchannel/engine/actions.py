@@ -366,7 +366,9 @@ class RoomActions:
                         os.urandom(16), live.meta.access.mailbox, wire, self._now(), room_id=room_id
                     )
                 )
+                await self._mark_leaving(tx, room_id)  # proposed again until committed
             live.record = replace(live.record, state=state)
+            self._leave_asked(room_id)
         self._outbox.notify()
 
     async def safety_number(self, room_id: bytes, member: str) -> tuple[MemberView, str]:

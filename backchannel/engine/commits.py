@@ -1,7 +1,8 @@
 """A member's own commits: offered with the relay's epoch compare-and-set, lost races
-retried, a saved pending commit offered again after a crash, scheduled self-updates.
+retried, a saved pending commit offered again after a crash, scheduled self-updates;
+and leaving, which someone else's commit completes.
 
-See docs/room-protocol.md §12 ("Own commits").
+See docs/room-protocol.md §12 ("Own commits", "Leaving").
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from ..errors import BackchannelError
 from ..rooms.access import seal_room_blob
 from ..rooms.errors import RoomError
 from ..rooms.room import Room
+from ..store.records import OutboxEntry
 from ..transport.errors import StaleEpoch, TransportError
 from ..views import Alert, MembersChanged
 from .state import CATCH_UP_SECONDS, COMMIT_ATTEMPTS, REQUEST_SECONDS, Effects, Live, hex_id
+
+#: Setting per room this member asked to leave, until a commit removes it.
+LEAVING_KEY = "leaving/"
 
 
 class Commits:
@@ -172,3 +177,98 @@ class Commits:
                     "past compromise of this device is not healed in this room.",
                 )
             )
+
+    # -- leaving ---------------------------------------------------------------------------
+    # Leaving is a Remove proposal for oneself that a facilitator's client commits. A
+    # proposal belongs to its epoch: a commit that lands first (anyone's) drops it. So
+    # the wish to leave is kept (a setting per room, and ``_leaving`` in memory) and
+    # the proposal is made again in every epoch this member is still in, until a commit
+    # removes it (docs/room-protocol.md §12, "Leaving").
+
+    async def _load_leaves(self) -> None:
+        """Read the rooms this member is leaving (at load, after the rooms)."""
+        for key, _value in await self.store.settings_with_prefix(LEAVING_KEY):
+            try:
+                room_id = bytes.fromhex(key[len(LEAVING_KEY) :])
+            except ValueError:
+                room_id = b""
+            if room_id in self._live:
+                self._leaving.setdefault(room_id, asyncio.Event())
+            else:  # left meanwhile (or never there): nothing to wait for
+                await self.store.delete_setting(key)
+
+    def _resume_leaves(self) -> None:
+        """Propose again the leaves whose epoch ended while this profile was away."""
+        for room_id in list(self._leaving):
+            live = self._live.get(room_id)
+            if live is not None:
+                self._spawn(self._keep_leaving(live))
+
+    async def _mark_leaving(self, tx: Any, room_id: bytes) -> None:
+        """Record, in the leave's own transaction, that this member is leaving."""
+        await tx.set_setting(LEAVING_KEY + hex_id(room_id), b"\x01")
+
+    def _leave_asked(self, room_id: bytes) -> None:
+        self._leaving.setdefault(room_id, asyncio.Event())
+
+    async def _keep_leaving(self, live: Live) -> None:
+        """If this member is leaving and its proposal's epoch has ended, propose again."""
+        room_id = live.record.room_id
+        if room_id not in self._leaving:
+            return
+        async with live.lock:
+            room = live.room
+            if not room.active or room.leaving or room.pending is not None:
+                return  # gone, still waiting in this epoch, or after an own commit
+            try:
+                wire = room.leave()
+            except RoomError as exc:
+                # e.g. the other facilitators left meanwhile: the leave cannot complete
+                await self._drop_leave(room_id)
+                self._emit(Alert(hex_id(room_id), f"Your leave was withdrawn: {exc}"))
+                return
+            state = room.to_bytes()
+            entry = OutboxEntry(
+                os.urandom(16), live.meta.access.mailbox, wire, self._now(), room_id=room_id
+            )
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.set_room_state(room_id, state)
+                    await tx.enqueue(entry)
+            except BaseException:
+                self._restore(live)
+                raise
+            live.record = replace(live.record, state=state)
+        self._outbox.notify()
+
+    async def _drop_leave(self, room_id: bytes) -> None:
+        """This member is no longer leaving ``room_id`` (it left, or cannot)."""
+        done = self._leaving.pop(room_id, None)
+        await self.store.delete_setting(LEAVING_KEY + hex_id(room_id))
+        if done is not None:
+            done.set()
+
+    async def wait_left(self, room_id: bytes, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for this member's leave of ``room_id`` to complete.
+
+        True once a commit removed this member (or it is not in the room); False while
+        the leave still waits for a facilitator's client to commit it.
+        """
+        if room_id not in self._live:
+            return True
+        done = self._leaving.get(room_id)
+        if done is None:
+            return False  # not leaving
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout)
+        return room_id not in self._live
+
+    async def _commit_leaves(self, live: Live) -> None:
+        """Commit the leaves queued in this epoch (a facilitator's client does, unasked)."""
+        try:
+            await self._commit(live, lambda r, now: r.commit_proposals(now=now))
+        except BackchannelError:
+            if live.room.active and live.room.proposals_waiting:
+                raise
+            # Another member's commit came first: it took the leave with it, or ended
+            # its epoch (the leaver proposes again, and this runs again).

@@ -203,6 +203,8 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
         self._housekeeping: asyncio.Task[None] | None = None
         self._join_answers: dict[bytes, asyncio.Future[JoinAnswered]] = {}
         self._answered: dict[bytes, JoinAnswered] = {}
+        #: Rooms this member asked to leave -> set once it is out (see ``Commits``).
+        self._leaving: dict[bytes, asyncio.Event] = {}
         self._closed = False
 
     # -- start and stop ----------------------------------------------------------------------
@@ -240,6 +242,7 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
         for _key, value in await self.store.settings_with_prefix(JOINING_KEY):
             joining = JoiningEntry.from_bytes(value)
             await self._follow_inbox(joining)
+        await self._load_leaves()
 
     async def start(self) -> None:
         """Start pumping entries, sending the outbox and the housekeeping."""
@@ -248,6 +251,7 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
         for live in list(self._live.values()):
             if live.meta.pending_key is not None:
                 self._spawn(self._recover_pending(live))
+        self._resume_leaves()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="client-housekeeping")
 
     async def close(self) -> None:
@@ -810,11 +814,14 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
             self._routes.pop(live.meta.access.mailbox, None)
             await self.connection.unfollow(live.meta.access.mailbox)
             self._live.pop(live.record.room_id, None)
+            if live.record.room_id in self._leaving:
+                await self._drop_leave(live.record.room_id)  # the leave is complete
             return
         if fx.announce:
             await self._announce(live)
         if fx.commit_leaves:
-            self._spawn(self._commit(live, lambda r, now: r.commit_proposals(now=now)))
+            self._spawn(self._commit_leaves(live))
+        await self._keep_leaving(live)  # a leave whose epoch ended is proposed again
 
     async def _moved(self, live: Live, access: RoomAccess) -> None:
         """The room moved to ``access``: make sure it exists, follow it, move queued posts."""
