@@ -344,8 +344,9 @@ class InviteFlows:
             _log.warning("a Welcome was refused: %s", type(exc).__name__)
             self._emit(Alert(None, f"The invitation could not be accepted: {text}"))
             return
-        if room.group_id in self._live or await self.store.room(room.group_id) is not None:
-            # A Welcome must never replace a room this profile already has (E04).
+        old = await self.store.room(room.group_id)
+        if room.group_id in self._live or (old is not None and old.joined):
+            # A Welcome must never replace a room this profile is in (E04).
             _log.warning("a Welcome named a room id already in use; refused")
             self._emit(
                 Alert(
@@ -367,6 +368,11 @@ class InviteFlows:
         )
         live = Live(record, room, meta, {self._me: self.identity.display_name})
         async with self.store.transaction() as tx:
+            if old is not None:
+                # Admitted again to a room this profile left or was removed from: the
+                # old state and history go to an archive, so nothing of the old
+                # membership (or of a look-alike group's) mixes with the new one.
+                await tx.archive_room(room.group_id, os.urandom(16))
             await tx.put_room(record)
             await tx.set_cursor(access.mailbox, reply.after, room_id=room.group_id)
             await tx.delete_setting(JOINING_KEY + hex_id(rid))

@@ -136,6 +136,48 @@ class _Repository:
         sql = "DELETE FROM rooms WHERE room_id = ?"
         return await self._change(sql, (room_id,), scrub=True) > 0
 
+    async def archive_room(self, room_id: bytes, archive_id: bytes) -> bool:
+        """Move a room this profile left, with what it kept of it, to ``archive_id``.
+
+        For a Welcome back into a room this profile has left (a re-admission): the new
+        membership starts from nothing, and the history kept from before stays under
+        its own id (marked left), never mixed into what the new membership shows. The
+        old MLS state is erased, and so are posts still queued for it (they belong to a
+        group state that is over).
+
+        Returns:
+            False if there is no room ``room_id``.
+
+        Raises:
+            ValueError: the room is still joined (a live room is never archived).
+        """
+
+        def op(c: Connection) -> bool:
+            row = c.execute("SELECT joined FROM rooms WHERE room_id = ?", (room_id,)).fetchone()
+            if row is None:
+                return False
+            if row[0]:
+                raise ValueError("only a room this profile has left can be archived")
+            c.execute(
+                "INSERT INTO rooms (room_id, title, created_at, state, mailbox,"
+                " retention_seconds, joined, left_at) SELECT ?, title, created_at, NULL, NULL,"
+                " retention_seconds, 0, left_at FROM rooms WHERE room_id = ?",
+                (archive_id, room_id),
+            )
+            moves = (
+                "UPDATE messages SET room_id = ? WHERE room_id = ?",
+                "UPDATE members SET room_id = ? WHERE room_id = ?",
+                "UPDATE cursors SET room_id = ? WHERE room_id = ?",
+                "UPDATE held_changes SET room_id = ? WHERE room_id = ?",
+            )
+            for sql in moves:
+                c.execute(sql, (archive_id, room_id))
+            c.execute("DELETE FROM outbox WHERE room_id = ?", (room_id,))
+            c.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
+            return True
+
+        return await self._run(op, scrub=True)
+
     # -- cursors -----------------------------------------------------------------------------
 
     async def cursor(self, mailbox_id: bytes) -> int | None:

@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import ssl as ssl_module
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import msgpack
@@ -61,6 +62,16 @@ async def _refuse_redirect(*_: object) -> None:
     # A relay (or whoever answers for its address) must not send the client to another
     # host or scheme: a wss:// relay could send it to a cleartext ws:// one.
     raise RedirectRefused("the relay answered with a redirect")
+
+
+def _shown(url: str) -> str:
+    """A relay URL as errors may show it: without its query (an admission token) or
+    any user and password."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
 
 
 def http_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
@@ -138,7 +149,7 @@ class RelaySession:
             if own:
                 await client.close()
             raise Unreachable(
-                f"Cannot reach the relay at {url}: {exc.__class__.__name__}."
+                f"Cannot reach the relay at {_shown(url)}: {exc.__class__.__name__}."
             ) from None
         session = cls(ws, client, own)
         try:

@@ -463,3 +463,14 @@ async def test_a_redirect_on_the_upgrade_is_not_followed() -> None:
         assert hits == ["/v1/ws"]
     finally:
         await runner.cleanup()
+
+
+async def test_an_unreachable_relay_is_named_without_its_token() -> None:
+    """A link's relay URL may carry an admission token (?admit=): errors never show it."""
+    from backchannel.transport.errors import Unreachable
+    from backchannel.transport.session import RelaySession
+
+    with pytest.raises(Unreachable) as caught:
+        await RelaySession.connect("ws://user:pw@127.0.0.1:9/v1/ws?admit=SECRET-TOKEN", timeout=5)
+    assert "SECRET-TOKEN" not in str(caught.value) and "pw" not in str(caught.value)
+    assert "ws://127.0.0.1:9/v1/ws" in str(caught.value)
