@@ -14,13 +14,21 @@ already has, with a warning, when the relay cannot be reached.
 Human output shows what others wrote by the rules of :mod:`backchannel.safe_text`
 (names, titles, bodies, file names, error texts): nothing a peer or the relay sends
 can drive the terminal. A message is a header line, ``[time] name: text``, and its
-further lines indented by four spaces; on a terminal, long lines are wrapped to its
-width the same way. So no line a message produces can pass for another header.
-``--json`` gives every string exactly as received (JSON escapes its controls).
+further lines indented by four spaces. Every line of human output, on stdout or
+stderr (messages, notes, errors, rooms, members...), is folded to the width of the
+terminal, or of ``$COLUMNS`` (else 80) when the output is not a terminal, and its
+further rows are indented the same way (:func:`_echo`): the terminal, or a pager,
+never wraps a row itself, so no text from others starts a row of its own and no
+line can pass for another message's header. ``--json`` gives every string exactly
+as received (JSON escapes its controls).
 
 A command that posts (``send``, ``edit``, ``react``, ``leave``...) reports success only
-once the relay has acknowledged the post; a refusal is an error (exit 1), and a post
-still queued on this device when the command ends exits 2.
+once the relay has acknowledged that very post; a refusal is an error (exit 1), and a
+post still queued on this device when the command ends exits 2.
+
+The client's log is not shown (a library's warnings are not for the person at the
+terminal) unless ``--verbose`` or ``BACKCHANNEL_LOG=debug|info|warning|error`` asks
+for it; then each record is cleaned and folded like the rest, after ``log: ``.
 """
 
 from __future__ import annotations
@@ -29,21 +37,21 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
 from .client import Client
 from .errors import BackchannelError
 from .locations import default_home
-from .safe_text import cell_width, clean, clean_lines
+from .safe_text import cell_width, char_width, clean, clean_lines
 from .views import (
     Alert,
     ClientEvent,
@@ -51,6 +59,8 @@ from .views import (
     MemberView,
     MessageView,
     NewMessage,
+    PostRefused,
+    QueuedPost,
     RemovedFromRoom,
     RequestView,
     RoomSummary,
@@ -77,26 +87,38 @@ class Options:
             try:
                 return self.passphrase_file.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
-                raise click.ClickException(
-                    f"Cannot read the passphrase file: {exc.strerror}."
-                ) from None
+                raise Failure(f"Cannot read the passphrase file: {exc.strerror}.") from None
         if not sys.stdin.isatty():
-            raise click.ClickException(
-                "No passphrase: set BACKCHANNEL_PASSPHRASE or pass --passphrase-file."
-            )
+            raise Failure("No passphrase: set BACKCHANNEL_PASSPHRASE or pass --passphrase-file.")
         value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
         return value
+
+
+class Failure(click.ClickException):
+    """A command failed: ``Error:`` and a sentence on stderr, exit 1.
+
+    Folded like all human output (:func:`_echo`); a sentence of several lines has its
+    further lines indented, since it may quote others' words (a file name).
+    """
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        head, *rest = self.format_message().split("\n")
+        text = _block("Error: ", [head, *rest], _terminal_width(err=True))
+        click.echo(text, file=file, err=file is None)
 
 
 def _run(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except BackchannelError as exc:
-        raise click.ClickException(clean(exc.user_message(), multiline=True)) from None
+        raise Failure(clean(exc.user_message(), multiline=True)) from None
 
 
 def _emit(opts: Options, data: dict[str, Any], human: Callable[[], str]) -> None:
-    click.echo(json.dumps(data, sort_keys=True) if opts.json else human())
+    if opts.json:
+        _print_json(data)
+    else:
+        _echo(human())
 
 
 class Duration(click.ParamType[int]):
@@ -145,6 +167,11 @@ DURATION = Duration()
     envvar="BACKCHANNEL_LOCK_AFTER",
     help="The app locks its screen after this much idle time (0: never).",
 )
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Show the client's log on stderr (BACKCHANNEL_LOG=debug|info|warning|error: its level).",
+)
 @click.version_option(package_name="backchannel", prog_name="backchannel")
 @click.pass_context
 def cli(
@@ -154,14 +181,66 @@ def cli(
     passphrase_file: Path | None,
     proxy: str | None,
     lock_after: int,
+    verbose: bool,
 ) -> None:
     """Backchannel: end-to-end encrypted rooms for confidential dialogue.
 
     With no command, opens the terminal app.
     """
+    _route_logs(_log_level(verbose))
     ctx.obj = Options(home or default_home(), as_json, passphrase_file, proxy)
     if ctx.invoked_subcommand is None:
         _run_app(ctx.obj, lock_after)
+
+
+# -- the log ----------------------------------------------------------------------------------
+
+#: Where log records go by default: nowhere (not Python's last-resort handler on stderr).
+_QUIET = logging.NullHandler()
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS |= {"error": logging.ERROR}
+
+
+class _LogLines(logging.Handler):
+    """Log records on stderr for ``--verbose``: cleaned, after ``log:``, folded and indented."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            lines = clean(self.format(record), multiline=True).split("\n")
+            click.echo(_block("log: ", lines, _terminal_width(err=True)), err=True)
+        except Exception:
+            self.handleError(record)
+
+
+_LOUD = _LogLines()
+
+
+def _log_level(verbose: bool) -> int | None:
+    """The level of log records to show: ``BACKCHANNEL_LOG``'s, INFO for ``--verbose``, or None."""
+    name = os.environ.get("BACKCHANNEL_LOG", "").strip().lower()
+    if name in ("", "off", "none"):
+        return logging.INFO if verbose else None
+    if name not in _LEVELS:
+        raise click.UsageError("BACKCHANNEL_LOG takes debug, info, warning, error or off.")
+    return _LEVELS[name]
+
+
+def _route_logs(level: int | None) -> None:
+    """Send log records to stderr from ``level`` on, or (None) nowhere."""
+    root = logging.getLogger()
+    root.removeHandler(_QUIET)
+    root.removeHandler(_LOUD)
+    if level is None:
+        root.addHandler(_QUIET)
+        return
+    _LOUD.setLevel(level)
+    root.addHandler(_LOUD)
+    if root.getEffectiveLevel() > level:
+        root.setLevel(level)
 
 
 def _run_app(opts: Options, lock_after: int = 600) -> None:
@@ -300,7 +379,7 @@ async def _session(
             if writes:
                 raise
             session.synced = False
-            click.echo(
+            _echo(
                 f"Warning: {clean(exc.user_message())} Showing what this device already has.",
                 err=True,
             )
@@ -346,65 +425,121 @@ def _message_json(m: MessageView) -> dict[str, Any]:
     }
 
 
-#: Continuation lines of a message (and wrapped parts of long lines) start with this, so
+#: Continuation lines of a message (and folded parts of long lines) start with this, so
 #: that no line but a header starts with "[": none can pass for another message.
 INDENT = "    "
-#: Wrapping never goes narrower than this many cells.
+#: Folding never goes narrower than this many cells.
 _MIN_WIDTH = 24
+#: The width of a pipe or a file when ``$COLUMNS`` does not say.
+_DEFAULT_COLUMNS = 80
 
 
-def _terminal_width() -> int | None:
-    """The width to wrap human output to: the terminal's, or None when not writing to one."""
-    if not sys.stdout.isatty():
+def _tty_columns(stream: Any) -> int | None:
+    """The width of the terminal ``stream`` writes to, or None if it is not a terminal."""
+    try:
+        if stream is None or not stream.isatty():
+            return None
+        return os.get_terminal_size(stream.fileno()).columns or None
+    except (AttributeError, ValueError, OSError):
         return None
-    return max(_MIN_WIDTH, shutil.get_terminal_size().columns - 1)
+
+
+def _terminal_width(err: bool = False) -> int:
+    """The width in cells to fold human output for stdout (or stderr, ``err``) to.
+
+    The terminal's width, less one, when the stream is a terminal. Otherwise (a pipe, a
+    file: ``read | less``) the output still reaches a screen later, so it is folded
+    to ``$COLUMNS``, else 80, or to the terminal this command runs in if narrower.
+    """
+    stream = sys.stderr if err else sys.stdout
+    columns = _tty_columns(stream)
+    if columns is None:
+        env = os.environ.get("COLUMNS", "").strip()
+        columns = int(env) if env.isdigit() and int(env) > 0 else _DEFAULT_COLUMNS
+        others = (_tty_columns(s) for s in (sys.stdout, sys.stderr, sys.stdin))
+        columns = min([columns, *(c for c in others if c is not None)])
+    return max(_MIN_WIDTH, columns - 1)
 
 
 def _fold(line: str, width: int) -> list[str]:
     """``line`` as rows of at most ``width`` cells; every row after the first is indented.
 
-    Breaks at the last space that fits, else inside a word, so the terminal never has
-    to wrap a row itself (it would continue at column 0).
+    Breaks at the last space that fits, else inside a word; spaces at a break are
+    dropped. No row is wider than ``width`` (given room for the indent and one wide
+    character), so the terminal never has to wrap a row itself (it would continue at
+    column 0). Widths are counted by :func:`~backchannel.safe_text.cell_width`, which
+    errs wide.
     """
     if cell_width(line) <= width:
         return [line]
     rows: list[str] = []
     row, used = "", 0
+    folded = False  # just broke: spaces are dropped until the next character
     for ch in line:
-        w = cell_width(ch)
-        if used + w > width and row.strip():
-            start = len(INDENT) if rows else 0
-            cut = row.rfind(" ")
-            if cut > start and row[start:cut].strip():
-                rows.append(row[:cut].rstrip())
-                row = INDENT + row[cut + 1 :]
-            else:
-                rows.append(row)
-                row = INDENT
-            used = cell_width(row)
+        w = char_width(ch)
+        if folded and ch == " ":
+            continue
+        folded = False
+        if used + w <= width or row == INDENT:
+            row += ch
+            used += w
+            continue
+        folded = True
+        if ch == " ":
+            rows.append(row.rstrip())
+            row, used = INDENT, len(INDENT)
+            continue
+        start = len(INDENT) if rows else 0
+        cut = row.rfind(" ")
+        tail = row[cut + 1 :]
+        if cut > start and row[start:cut].strip() and len(INDENT) + cell_width(tail) + w <= width:
+            rows.append(row[:cut].rstrip())
+            row = INDENT + tail
+        else:
+            rows.append(row.rstrip())
+            row = INDENT
+        folded = False
         row += ch
-        used += w
-    rows.append(row)
+        used = cell_width(row)
+    if row.strip() or not rows:  # not a row of the spaces a break left over
+        rows.append(row)
     return rows
 
 
+def _fold_text(text: str, width: int) -> str:
+    """Every line of ``text`` folded to ``width`` (:func:`_fold`)."""
+    return "\n".join(row for line in text.split("\n") for row in _fold(line, width))
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    """Print human output (already cleaned), every line folded to the stream's width.
+
+    Each line of ``text`` must start with this program's own words or be indented;
+    what others wrote (names, titles, texts) then never starts a row on screen.
+    """
+    click.echo(_fold_text(text, _terminal_width(err)), err=err)
+
+
 def _block(head: str, body: Sequence[str] = (), width: int | None = None) -> str:
-    """A header line, then ``body``'s lines indented under it, wrapped to ``width`` if given.
+    """A header line, then ``body``'s lines indented under it, all folded to ``width``.
 
     Args:
         head: the header, already cleaned; the first body line follows it.
         body: the message's lines, already cleaned (:func:`clean_lines`).
-        width: the terminal's width in cells, or None (no wrapping).
+        width: the width in cells; None: stdout's (:func:`_terminal_width`).
     """
     lines = [head + (body[0] if body else "")]
     lines += [INDENT + line if line else "" for line in body[1:]]
-    if width is not None:
-        lines = [row for line in lines for row in _fold(line, width)]
-    return "\n".join(lines)
+    if width is None:
+        width = _terminal_width()
+    return "\n".join(row for line in lines for row in _fold(line, width))
 
 
 def _message_line(m: MessageView, width: int | None = None) -> str:
-    """A message as people read it: its header, then its further lines indented."""
+    """A message as people read it: its header, then its further lines indented.
+
+    Folded to ``width`` cells, or (None) to stdout's width (:func:`_terminal_width`).
+    """
     when = _when(m.time)
     head = f"[{when}] {clean(m.sender_name)}"
     if m.deleted:
@@ -427,25 +562,37 @@ def _emit_message(opts: Options, m: MessageView) -> None:
     if opts.json:
         _print_json(_message_json(m))
     else:
-        click.echo(_message_line(m, _terminal_width()))
+        click.echo(_message_line(m))
 
 
-#: How the client's notice of a post the relay refused begins (``Rejected.sentence``).
-_REFUSED = "The relay refused a message"
 #: What happens to a post that was not delivered.
 _KEPT = (
     " It stays queued on this device and is offered to the relay again the next time "
     "this profile connects."
 )
+#: What happens to a post the relay refused for good.
+_GONE = " It is no longer queued on this device: post it again if it still matters."
 
 
-def _refusals(s: Session) -> list[str]:
-    """The client's notices of posts the relay refused while this command ran.
+async def _refusals(s: Session, room: str, post: str | None) -> str | None:
+    """What the relay refused while this command ran that counts against its post, or None.
 
-    Any of them counts against what the command posted: a refused post holds back the
-    posts queued after it in its room (the outbox keeps their order).
+    The command's own post (``post``), and any post of the same ``room``: a post the
+    client holds after a refusal holds back the posts queued after it in its room
+    (the outbox keeps their order), so the command's post is not sent either.
+
+    Returns:
+        The client's sentences for those refusals, and whether what was refused is
+        still queued on this device.
     """
-    return [clean(e.text) for e in s.seen if isinstance(e, Alert) and e.text.startswith(_REFUSED)]
+    refused = [
+        e for e in s.seen if isinstance(e, PostRefused) and (e.post == post or e.room == room)
+    ]
+    if not refused:
+        return None
+    kept = [await s.client.post_queued(e.post) for e in refused]
+    text = " ".join(dict.fromkeys(clean(e.text) for e in refused))
+    return text + (_KEPT if any(kept) else _GONE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,29 +607,34 @@ class Posted:
     refused: bool = False
 
 
-async def _posted(s: Session, m: MessageView | None = None) -> Posted:
+async def _posted(s: Session, posted: MessageView | QueuedPost) -> Posted:
     """Sync, then say whether the relay acknowledged a post, refused it, or it is still queued.
 
     Args:
         s: the session that posted.
-        m: the message posted, as the client returned it when it was queued (None for
-            an edit, a deletion or a reaction: those count as delivered unless refused).
+        posted: what the client returned when it queued the post: the message, or (an
+            edit, a deletion, a reaction, a leave) the queued post. Each is judged by
+            the relay's acknowledgement of that very post.
     """
     s.settled = True
+    m = posted if isinstance(posted, MessageView) else None
     try:
         await s.sync()
     except BackchannelError as exc:
         return Posted(m, f"Not delivered yet: {clean(exc.user_message())}{_KEPT}")
     await asyncio.sleep(0)  # let the collector take the last events
-    fresh = (await s.client.message(m.room, m.id) or m) if m is not None else None
-    refused = _refusals(s)
-    if fresh is not None and fresh.delivered:
-        return Posted(fresh)
-    if refused:
-        return Posted(fresh, " ".join(refused) + _KEPT, refused=True)
-    if fresh is not None:
-        return Posted(fresh, "Not delivered yet: the relay has not acknowledged it." + _KEPT)
-    return Posted()
+    if isinstance(posted, MessageView):
+        m = await s.client.message(posted.room, posted.id) or posted
+        delivered = m.delivered
+        refused = await _refusals(s, posted.room, None)
+    else:
+        delivered = await s.client.post_delivered(posted)
+        refused = await _refusals(s, posted.room, posted.post)
+    if delivered:
+        return Posted(m)
+    if refused is not None:
+        return Posted(m, refused, refused=True)
+    return Posted(m, "Not delivered yet: the relay has not acknowledged it." + _KEPT)
 
 
 def _report_post(opts: Options, posted: Posted, data: dict[str, Any], human: str) -> None:
@@ -492,18 +644,18 @@ def _report_post(opts: Options, posted: Posted, data: dict[str, Any], human: str
     and ``--json`` says ``"delivered": false``), with the reason on stderr.
     """
     if posted.refused:
-        raise click.ClickException(posted.problem or "")
+        raise Failure(posted.problem or "")
     if posted.problem is None or posted.message is not None:
         _emit(opts, data, lambda: human)
     if posted.problem is not None:
-        click.echo(posted.problem, err=True)
+        _echo(posted.problem, err=True)
         click.get_current_context().exit(2)
 
 
 def _report_message(opts: Options, posted: Posted) -> None:
     m = posted.message
     assert m is not None
-    _report_post(opts, posted, _message_json(m), _message_line(m, _terminal_width()))
+    _report_post(opts, posted, _message_json(m), _message_line(m))
 
 
 def _member_line(m: MemberView) -> str:
@@ -540,10 +692,10 @@ def rooms(opts: Options) -> None:
     if opts.json:
         _print_json([dataclasses.asdict(r) for r in found])
     elif not found:
-        click.echo("No rooms yet. Create one with `backchannel room create TITLE`.")
+        _echo("No rooms yet. Create one with `backchannel room create TITLE`.")
     else:
         for r in found:
-            click.echo(_room_line(r))
+            _echo(_room_line(r))
 
 
 @cli.group()
@@ -721,11 +873,11 @@ def requests(opts: Options, room_name: str) -> None:
     if opts.json:
         _print_json([dataclasses.asdict(r) for r in found])
     elif not found:
-        click.echo("No one is waiting.")
+        _echo("No one is waiting.")
     else:
         for r in found:
-            click.echo(f"{r.id}  {clean(r.name)}  (asked {_when(r.received_at)})")
-            click.echo(f"    safety number: {r.safety_number}")
+            _echo(f"{r.id}  {clean(r.name)}  (asked {_when(r.received_at)})")
+            _echo(f"{INDENT}safety number: {r.safety_number}")
 
 
 def _decide(opts: Options, room_name: str, request: str, *, approve: bool) -> None:
@@ -774,8 +926,7 @@ def send(opts: Options, room_name: str, text: str, reply_to: str | None) -> None
     """Send TEXT to ROOM."""
 
     async def action(s: Session) -> Posted:
-        m = await s.client.send(room_name, text, reply_to=reply_to)
-        return await _posted(s, m)
+        return await _posted(s, await s.client.send(room_name, text, reply_to=reply_to))
 
     _report_message(opts, _run(_session(opts, action, writes=True)))
 
@@ -789,8 +940,7 @@ def edit(opts: Options, room_name: str, message: str, text: str) -> None:
     """Replace the TEXT of one of your messages in ROOM (everyone sees it was edited)."""
 
     async def action(s: Session) -> Posted:
-        await s.client.edit(room_name, message, text)
-        return await _posted(s)
+        return await _posted(s, await s.client.edit(room_name, message, text))
 
     posted = _run(_session(opts, action, writes=True))
     _report_post(opts, posted, {"id": message, "edited": True}, "Edited.")
@@ -804,8 +954,7 @@ def delete(opts: Options, room_name: str, message: str) -> None:
     """Delete one of your messages in ROOM for everyone."""
 
     async def action(s: Session) -> Posted:
-        await s.client.delete(room_name, message)
-        return await _posted(s)
+        return await _posted(s, await s.client.delete(room_name, message))
 
     posted = _run(_session(opts, action, writes=True))
     _report_post(opts, posted, {"id": message, "deleted": True}, "Deleted.")
@@ -821,8 +970,7 @@ def react(opts: Options, room_name: str, message: str, emoji: str, remove: bool)
     """React to a MESSAGE in ROOM with an EMOJI."""
 
     async def action(s: Session) -> Posted:
-        await s.client.react(room_name, message, emoji, remove=remove)
-        return await _posted(s)
+        return await _posted(s, await s.client.react(room_name, message, emoji, remove=remove))
 
     posted = _run(_session(opts, action, writes=True))
     _report_post(opts, posted, {"id": message, "emoji": emoji, "removed": remove}, "Done.")
@@ -836,8 +984,7 @@ def send_file(opts: Options, room_name: str, path: Path) -> None:
     """Send the file at PATH to ROOM."""
 
     async def action(s: Session) -> Posted:
-        m = await s.client.send_file(room_name, path)
-        return await _posted(s, m)
+        return await _posted(s, await s.client.send_file(room_name, path))
 
     _report_message(opts, _run(_session(opts, action, writes=True)))
 
@@ -846,12 +993,17 @@ def send_file(opts: Options, room_name: str, path: Path) -> None:
 @click.argument("room_name", metavar="ROOM")
 @click.argument("message")
 @click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace the file at DEST if there is one.")
 @click.pass_obj
-def save_file(opts: Options, room_name: str, message: str, dest: Path) -> None:
-    """Save the file of MESSAGE (its id, from `read`) to DEST (a file or a directory)."""
+def save_file(opts: Options, room_name: str, message: str, dest: Path, overwrite: bool) -> None:
+    """Save the file of MESSAGE (its id, from `read`) to DEST (a file or a directory).
+
+    In a directory, the file takes the sender's name, with a `_` before a name that
+    starts with a dot (`_.bashrc`). An existing file is never replaced without --overwrite.
+    """
 
     async def action(s: Session) -> Path:
-        return await s.client.save_file(room_name, message, dest)
+        return await s.client.save_file(room_name, message, dest, overwrite=overwrite)
 
     saved = _run(_session(opts, action, writes=False))
     _emit(opts, {"path": str(saved)}, lambda: f"Saved {clean(str(saved))}.")
@@ -879,10 +1031,10 @@ def read(opts: Options, room_name: str, limit: int, follow: bool) -> None:
                     shown.add(event.message.id)
                     _emit_message(opts, event.message)
             elif isinstance(event, RemovedFromRoom) and event.room == room_id:
-                click.echo("You are no longer in this room.", err=True)
+                _echo("You are no longer in this room.", err=True)
                 return
             elif isinstance(event, Alert) and event.room in (None, room_id):
-                click.echo(f"Note: {clean(event.text)}", err=True)
+                _echo(f"Note: {clean(event.text)}", err=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(_session(opts, action, writes=False))
@@ -905,7 +1057,7 @@ def members(opts: Options, room_name: str) -> None:
         _print_json([dataclasses.asdict(m) for m in found])
     else:
         for m in found:
-            click.echo(_member_line(m))
+            _echo(_member_line(m))
 
 
 @cli.command()
@@ -940,8 +1092,7 @@ def leave(opts: Options, room_name: str, wait: int) -> None:
 
     async def action(s: Session) -> tuple[str, Posted]:
         room_id = (await s.client.room(room_name)).id
-        await s.client.leave(room_name)
-        posted = await _posted(s)
+        posted = await _posted(s, await s.client.leave(room_name))
         if posted.problem is None and not await s.client.wait_left(room_id, wait):
             posted = Posted(problem=_LEAVE_WAITING)
         return room_id, posted
@@ -1033,7 +1184,7 @@ def passphrase(opts: Options) -> None:
     if not sys.stdin.isatty():
         new = os.environ.get("BACKCHANNEL_NEW_PASSPHRASE", "")
         if not new:
-            raise click.ClickException(
+            raise Failure(
                 "No new passphrase: set BACKCHANNEL_NEW_PASSPHRASE, or run this in a terminal."
             )
     else:

@@ -45,6 +45,7 @@ from .views import (
     JoinAnswered,
     MemberView,
     MessageView,
+    QueuedPost,
     RequestView,
     RoomSummary,
 )
@@ -540,19 +541,40 @@ class Client:
             self.engine.send_text(self.engine.resolve_room(room), text, reply_to)
         )
 
-    async def edit(self, room: str, message: str, text: str) -> None:
-        """Replace the text of one of this member's messages."""
-        await self.engine.complete(self.engine.edit(self.engine.resolve_room(room), message, text))
+    async def edit(self, room: str, message: str, text: str) -> QueuedPost:
+        """Replace the text of one of this member's messages; returns what was queued."""
+        return await self.engine.complete(
+            self.engine.edit(self.engine.resolve_room(room), message, text)
+        )
 
-    async def delete(self, room: str, message: str) -> None:
-        """Delete one of this member's messages for everyone."""
-        await self.engine.complete(self.engine.delete(self.engine.resolve_room(room), message))
+    async def delete(self, room: str, message: str) -> QueuedPost:
+        """Delete one of this member's messages for everyone; returns what was queued."""
+        return await self.engine.complete(
+            self.engine.delete(self.engine.resolve_room(room), message)
+        )
 
-    async def react(self, room: str, message: str, emoji: str, *, remove: bool = False) -> None:
+    async def react(
+        self, room: str, message: str, emoji: str, *, remove: bool = False
+    ) -> QueuedPost:
         """React to a message with an emoji (or take the reaction back with ``remove``)."""
-        await self.engine.complete(
+        return await self.engine.complete(
             self.engine.react(self.engine.resolve_room(room), message, emoji, remove)
         )
+
+    async def post_delivered(self, post: QueuedPost) -> bool:
+        """Whether the relay acknowledged ``post`` (an edit, deletion, reaction or leave).
+
+        False while it is queued, and once the relay refused it (a
+        :class:`~.views.PostRefused` event says so). A message's own ``delivered``
+        says the same for a message.
+        """
+        return await self.store.acknowledged_seq(bytes.fromhex(post.post)) is not None
+
+    async def post_queued(self, post: str) -> bool:
+        """Whether the post ``post`` (a :attr:`QueuedPost.post`, a :class:`~.views.PostRefused`'s
+        ``post``) is still in this device's outbox, to be offered to the relay again."""
+        key = bytes.fromhex(post)
+        return any(e.idempotency_key == key for e in await self.store.pending(limit=100_000))
 
     async def send_file(self, room: str, path: Path) -> MessageView:
         """Send a file (chunked, integrity-checked, up to the configured size)."""
@@ -560,9 +582,32 @@ class Client:
             self.engine.send_file(self.engine.resolve_room(room), path)
         )
 
-    async def save_file(self, room: str, message: str, destination: Path) -> Path:
-        """Write a received file to ``destination`` (a directory or a file path)."""
-        return await self.engine.save_file(self.engine.resolve_room(room), message, destination)
+    async def save_file(
+        self, room: str, message: str, destination: Path, *, overwrite: bool = False
+    ) -> Path:
+        """Write a received file to ``destination`` (a directory or a file path).
+
+        In a directory, the file takes the sender's name, its last part only, with a
+        ``_`` before a name that starts with a dot (``_.bashrc``).
+
+        Raises:
+            BackchannelError: the file has not fully arrived, or the target exists and
+                not ``overwrite``, or it cannot be written.
+        """
+        return await self.engine.save_file(
+            self.engine.resolve_room(room), message, destination, overwrite
+        )
+
+    def save_target(self, message: MessageView, destination: Path) -> Path:
+        """Where :meth:`save_file` would write ``message``'s file for ``destination``.
+
+        For a UI that asks before replacing a file; checks nothing on disk but whether
+        ``destination`` is a directory.
+        """
+        from .engine.actions import saved_name
+
+        name = message.file.name if message.file is not None else ""
+        return destination / saved_name(name) if destination.is_dir() else destination
 
     async def message(self, room: str, message: str) -> MessageView | None:
         """One message of a room by id (None if this device does not have it)."""
@@ -632,9 +677,9 @@ class Client:
             self.engine.set_role(self.engine.resolve_room(room), member, role)
         )
 
-    async def leave(self, room: str) -> None:
-        """Leave a room: a facilitator's client commits the departure."""
-        await self.engine.complete(self.engine.leave(self.engine.resolve_room(room)))
+    async def leave(self, room: str) -> QueuedPost:
+        """Leave a room: a facilitator's client commits the departure; returns what was queued."""
+        return await self.engine.complete(self.engine.leave(self.engine.resolve_room(room)))
 
     async def wait_left(self, room_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for this member's leave of a room to complete.

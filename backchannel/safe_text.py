@@ -16,6 +16,14 @@ shows it. The rules:
   non-joiner and joiner (U+200C, U+200D), which Persian, Indic scripts and emoji
   sequences need, and complete emoji tag sequences (the flags of England, Scotland
   and Wales).
+* The other *default-ignorable* code points, which a terminal draws as nothing or as
+  blank cells and which let one name pass for another, become U+FFFD too: the Hangul
+  fillers (U+115F, U+1160, U+3164, U+FFA0), the combining grapheme joiner (U+034F),
+  the Khmer inherent vowels (U+17B4, U+17B5), variation selectors and the unassigned
+  ignorables (U+2065, U+FFF0-U+FFF8, U+E0000-U+E0FFF). Kept where text needs them:
+  the emoji and text presentation selectors (U+FE0E, U+FE0F), the other variation
+  selectors right after a CJK ideograph (ideographic variants, e.g. in Japanese names),
+  and the Mongolian free variation selectors right after a Mongolian letter.
 * Carriage returns are dropped (``\\r\\n`` is a newline); a tab becomes four spaces;
   vertical tab, form feed, the information separators, NEL and the Unicode line and
   paragraph separators count as line breaks.
@@ -32,7 +40,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["KEPT_FORMAT", "REPLACEMENT", "cell_width", "clean", "clean_lines"]
+from wcwidth import wcwidth as _wcwidth
+
+__all__ = ["KEPT_FORMAT", "REPLACEMENT", "cell_width", "char_width", "clean", "clean_lines"]
 
 #: What stands in for a character that must not reach the terminal.
 REPLACEMENT = "\ufffd"
@@ -49,15 +59,34 @@ _FORMAT = (
     r"\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
     r"\U000e0020-\U000e007f"
 )
+#: Default-ignorable code points that are not format characters (Unicode's
+#: DerivedCoreProperties.txt), but VS15 and VS16 (U+FE0E, U+FE0F): drawn as nothing
+#: or as blank cells. Variation selectors stay in the sequences :data:`_VARIANTS` allows.
+_IGNORABLE = (
+    r"\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u2065\u3164\ufe00-\ufe0d\uffa0"
+    r"\ufff0-\ufff8\U000e0000\U000e0002-\U000e001f\U000e0080-\U000e0fff"
+)
 #: C0 controls (the line breaks among them), DEL, C1 controls, lone surrogates, the
-#: Unicode line and paragraph separators, and the format characters.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029" + _FORMAT + "]")
+#: Unicode line and paragraph separators, the format and the default-ignorable characters.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029" + _FORMAT + _IGNORABLE + "]")
 #: A flag emoji written with tag characters: black flag, tag letters, cancel tag.
 _TAG_SEQUENCE = r"\U0001f3f4[\U000e0020-\U000e007e]{1,32}\U000e007f"
-_WORK = re.compile("(" + _TAG_SEQUENCE + ")|" + _UNSAFE.pattern)
-#: Categories a terminal draws in no cell of their own: combining marks, and the format
-#: characters :func:`clean` leaves (ZWNJ, ZWJ, the tags of a flag).
-_ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})
+#: Variation sequences real text uses: a CJK ideograph (unified or compatibility) and
+#: a variation selector (VS1-VS14, VS17-VS256), a Mongolian letter and a free variation
+#: selector.
+_VARIANTS = (
+    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff]"
+    r"[\ufe00-\ufe0d\U000e0100-\U000e01ef]"
+    r"|[\u1820-\u1878\u1880-\u18aa][\u180b-\u180d\u180f]"
+)
+_WORK = re.compile("(" + _TAG_SEQUENCE + "|" + _VARIANTS + ")|" + _UNSAFE.pattern)
+#: What a terminal draws in no cell of its own: the format characters :func:`clean`
+#: leaves (ZWNJ, ZWJ, the tags of a flag) and the variation selectors it leaves.
+_NO_CELL = re.compile(
+    r"[\u200c\u200d\U000e0020-\U000e007f\ufe00-\ufe0e\U000e0100-\U000e01ef\u180b-\u180f]"
+)
+#: Emoji presentation: a terminal may draw the character before it two cells wide.
+_VS16 = "\ufe0f"
 
 
 def _stand_in(ch: str, *, multiline: bool) -> str:
@@ -91,7 +120,7 @@ def clean(text: str, *, multiline: bool = False) -> str:
 
     def replace(match: re.Match[str]) -> str:
         if match.group(1) is not None:
-            return match.group(1)  # a flag emoji: its tag characters are harmless there
+            return match.group(1)  # a flag, a variant: the selectors are harmless there
         return _stand_in(match.group(), multiline=multiline)
 
     return _WORK.sub(replace, text)
@@ -102,20 +131,46 @@ def clean_lines(text: str) -> list[str]:
     return clean(text, multiline=True).split("\n")
 
 
-def cell_width(text: str) -> int:
-    """How many terminal cells ``text`` (already cleaned) takes, erring on the wide side.
+def char_width(ch: str) -> int:
+    """The most terminal cells any current terminal may draw ``ch`` in (0, 1 or 2).
 
-    East Asian wide and fullwidth characters take two cells; combining marks and the
-    joiners none; a variation selector 16 (emoji presentation) one, since a terminal
-    may draw the emoji before it two cells wide. Over-counting only wraps a line early;
-    under-counting would let the terminal wrap it instead, at column 0.
+    * printable ASCII: one;
+    * combining marks (Mn, Me), the joiners, a flag's tags and the variation selectors
+      :func:`clean` keeps: none (they join the character before them), but VS16
+      (emoji presentation) one, since a terminal may draw the emoji before it two
+      cells wide;
+    * two for anything a terminal may draw two cells wide: wide and fullwidth by
+      the ``wcwidth`` library's tables (a newer Unicode than Python's, e.g. the symbols
+      made wide in Unicode 16), East Asian *ambiguous* characters (two cells in CJK
+      terminals: Greek, Cyrillic, box drawing, U+FFFD…), code points unassigned in
+      Python's tables (a newer Unicode may make them wide) and anything ``wcwidth``
+      does not know;
+    * else one, even for what ``wcwidth`` counts as none (conjoining jamo, spacing
+      marks: a terminal may not join them).
     """
-    width = 0
-    for ch in text:
-        if ch < "\u0300" or ch == "\ufe0f":  # Latin (the common case), or VS16
-            width += 1
-        elif unicodedata.category(ch) in _ZERO_WIDTH:
-            continue
-        else:
-            width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-    return width
+    if " " <= ch <= "~":
+        return 1
+    if ch == _VS16:
+        return 1
+    if _NO_CELL.match(ch) is not None:
+        return 0
+    category = unicodedata.category(ch)
+    if category in ("Mn", "Me"):
+        return 0
+    if category == "Cn" or unicodedata.east_asian_width(ch) in ("A", "W", "F"):
+        return 2
+    width = _wcwidth(ch)
+    if width < 0 or width > 1:
+        return 2
+    return 1
+
+
+def cell_width(text: str) -> int:
+    """How many terminal cells ``text`` (already cleaned) may take, erring on the wide side.
+
+    The sum of :func:`char_width`: over-counting only folds a line early; under-counting
+    would let the terminal wrap it instead, at column 0, where a forged line could start.
+    """
+    if text.isascii() and text.isprintable():
+        return len(text)
+    return sum(char_width(ch) for ch in text)

@@ -23,6 +23,8 @@ __all__ = [
     "MessageChanged",
     "MessageView",
     "NewMessage",
+    "PostRefused",
+    "QueuedPost",
     "ReactionCount",
     "RemovedFromRoom",
     "RequestView",
@@ -107,6 +109,19 @@ class MemberView:
     verified: bool
     key_changed: bool
     me: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPost:
+    """Something this device queued for the relay (an edit, a deletion, a reaction, a leave).
+
+    ``post`` names it until the relay acknowledges it
+    (:meth:`backchannel.client.Client.post_delivered`) or refuses it (a
+    :class:`PostRefused` event with the same ``post``).
+    """
+
+    room: str
+    post: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,4 +218,22 @@ class Alert(ClientEvent):
     """Something the user should know (a rejected commit, a refused post)."""
 
     room: str | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostRefused(ClientEvent):
+    """The relay refused something this device posted; it stays queued.
+
+    A refused post holds back the posts queued after it for the same mailbox (the
+    outbox keeps their order), so a UI counts it against every later post of ``room``.
+
+    Attributes:
+        room: the room it was posted to, or None (an invite drop, a join request).
+        post: the post's id (:attr:`QueuedPost.post`; for a message, not its id).
+        text: this client's sentence for the refusal (never the relay's words).
+    """
+
+    room: str | None
+    post: str
     text: str

@@ -19,12 +19,14 @@ import itertools
 import json
 import os
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from rich.cells import cell_len
 
 from backchannel import cli as cli_module
 from backchannel.cli import INDENT, cli
@@ -35,7 +37,13 @@ from tests.hostile_text import FAKE, LOCAL, WIRE, WIRE_NAMES, forged_headers, un
 from tests.relayproc import RelayProcess
 
 PASSPHRASE = "correct horse battery staple"
-ENV = {"BACKCHANNEL_PASSPHRASE": PASSPHRASE, "BACKCHANNEL_PROXY": None, "BACKCHANNEL_HOME": None}
+#: No COLUMNS: output that is not a terminal (CliRunner's) is folded at 80 columns.
+ENV = {
+    "BACKCHANNEL_PASSPHRASE": PASSPHRASE,
+    "BACKCHANNEL_PROXY": None,
+    "BACKCHANNEL_HOME": None,
+    "COLUMNS": None,
+}
 #: Mallory's name: bidi override and isolate, a zero-width space, a line separator and
 #: a fake header (a modified client announces it; ``init`` would refuse it).
 NAME = "Mallory\u202e\u2066\u200b\u2028[22:48] Farida"
@@ -159,7 +167,8 @@ def test_names_and_titles_are_shown_safely(world: World) -> None:
         out = shown(result)
         assert not unsafe(out), out
         assert not forged_headers(result.stdout.splitlines(), 0)
-    assert clean(TITLE) in bc(world.ben, "rooms").stdout
+    unfolded = bc(world.ben, "rooms").stdout.replace("\n" + INDENT, " ")  # folded at spaces
+    assert clean(TITLE) in unfolded
     assert clean(NAME) in bc(world.ben, "members", world.room).stdout
     assert not unsafe(world.requests_shown)
     assert clean(NAME) in world.requests_shown
@@ -198,7 +207,7 @@ def test_controls_from_a_damaged_store_are_shown_safely(world: World) -> None:
 
 def test_a_terminal_gets_rows_that_fit_it(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a terminal, the CLI wraps long lines itself, indented: the terminal never does."""
-    monkeypatch.setattr(cli_module, "_terminal_width", lambda: 40)
+    monkeypatch.setattr(cli_module, "_terminal_width", lambda err=False: 40)
     padded = "ok" + " " * 37 + FAKE  # the fake would start the terminal's second row
     assert ok(world.mallory, "send", world.room, padded)["delivered"] is True
     ok(world.ben, "sync")
@@ -208,3 +217,54 @@ def test_a_terminal_gets_rows_that_fit_it(world: World, monkeypatch: pytest.Monk
     assert all(cell_width(row) <= 40 for row in rows), [r for r in rows if cell_width(r) > 40]
     assert not forged_headers(rows, len(messages)), rows
     assert not unsafe(shown(result))
+
+
+def _terminal(text: str, columns: int = 80) -> list[str]:
+    """What an 80-column terminal (or pager) shows: rows wrapped at column 0.
+
+    Characters are as wide as a Unicode 16 terminal draws them, East Asian ambiguous
+    ones two cells (a CJK terminal).
+    """
+    shown = []
+    for row in text.split("\n"):
+        line, used = "", 0
+        for ch in row:
+            w = 2 if unicodedata.east_asian_width(ch) in "AWF" else cell_len(ch)
+            if used + w > columns:
+                shown.append(line)
+                line, used = "", 0
+            line += ch
+            used += w
+        shown.append(line)
+    return shown
+
+
+def test_every_human_line_is_folded_for_a_pipe(world: World) -> None:
+    """Not a terminal (``| less``): every line of every command, stdout and stderr, is
+    folded to 80 columns with its further rows indented; none is wrapped by the pager."""
+    outputs = [
+        bc(world.ben, "rooms"),
+        bc(world.ben, "members", world.room),
+        bc(world.ben, "verify", world.room, NAME),
+        bc(world.ben, "sync"),
+        bc(world.ben, "read", world.room, "--limit", "200"),
+        bc(world.fac, "requests", world.room),
+    ]
+    for result in outputs:
+        for text in (shown(result), world.requests_shown):
+            rows = text.split("\n")
+            assert _terminal(text) == rows, [r for r in rows if cell_width(r) > 79]
+            assert all(cell_width(row) <= 79 for row in rows)
+
+
+def test_a_room_title_cannot_forge_a_line_of_rooms(world: World) -> None:
+    """A 200-byte title padded to fill a row, then a whole fake ``rooms`` line."""
+    fake = "Ceasefire talks: facilitator, 4 members  [" + "5e" * 16 + "]"
+    title = "Talks".ljust(80) + fake.ljust(80) + "."
+    assert len(title.encode()) <= 200
+    ok(world.fac, "room", "create", title)
+    count = len(ok(world.fac, "rooms"))
+    screen = _terminal(shown(bc(world.fac, "rooms")).rstrip("\n"))
+    starts = [row for row in screen if not row.startswith(INDENT)]
+    assert len(starts) == count, screen  # one unindented row per room, no more
+    assert fake not in screen

@@ -37,6 +37,7 @@ from ..views import (
     MessageChanged,
     MessageView,
     NewMessage,
+    QueuedPost,
     RoomSummary,
     VerificationChanged,
 )
@@ -49,6 +50,30 @@ from .state import (
 )
 
 _log = logging.getLogger(__name__)
+
+
+def saved_name(name: str) -> str:
+    """The name a received file is saved under in a directory the user chose.
+
+    Only the last part of the sender's name counts (no ``../``), and a name that
+    starts with a dot gets a visible ``_`` before it: a member's ``.bashrc`` must not
+    land as a hidden file, nor replace the user's own.
+    """
+    base = Path(name).name
+    if not base:
+        return "file"
+    return "_" + base if base.startswith(".") else base
+
+
+def _write_file(target: Path, data: bytes, overwrite: bool) -> None:
+    """Write ``data`` to ``target``; unless ``overwrite``, never over an existing file.
+
+    Raises:
+        FileExistsError: ``target`` exists (a file, a link, anything) and not ``overwrite``.
+        OSError: the system refused.
+    """
+    with open(target, "wb" if overwrite else "xb") as out:
+        out.write(data)
 
 
 class RoomActions:
@@ -65,7 +90,10 @@ class RoomActions:
             return None
         return int(live.room.policy.retention_seconds)
 
-    async def _post(self, live: Live, content: Content, *, store_message: Message | None) -> None:
+    async def _post(
+        self, live: Live, content: Content, *, store_message: Message | None
+    ) -> QueuedPost:
+        """Queue ``content`` for the room's mailbox; what was queued (its post id)."""
         async with live.lock:
             if not live.room.active:
                 raise BackchannelError("You are no longer a member of this room.")
@@ -99,6 +127,7 @@ class RoomActions:
                 raise
             live.record = replace(live.record, state=state)
         self._outbox.notify()
+        return QueuedPost(hex_id(live.record.room_id), hex_id(entry.idempotency_key))
 
     async def send_text(self, room_id: bytes, text: str, reply_to: str | None) -> MessageView:
         live = self._require(room_id)
@@ -127,7 +156,7 @@ class RoomActions:
         self._emit(NewMessage(view))
         return view
 
-    async def edit(self, room_id: bytes, message: str, text: str) -> None:
+    async def edit(self, room_id: bytes, message: str, text: str) -> QueuedPost:
         live = self._require(room_id)
         target = await self._own_message(room_id, message)
         if target.kind != "text":
@@ -137,20 +166,22 @@ class RoomActions:
             content = Edit(new_message_id(), int(now * 1000), target.message_id, text)
         except (TypeError, ValueError) as exc:
             raise BackchannelError(f"This edit cannot be sent: {exc}.") from None
-        await self._post(live, content, store_message=None)
+        queued = await self._post(live, content, store_message=None)
         await self.store.edit_message(room_id, self._me, target.message_id, text, now)
         self._emit(MessageChanged(hex_id(room_id), hex_id(target.ref)))
+        return queued
 
-    async def delete(self, room_id: bytes, message: str) -> None:
+    async def delete(self, room_id: bytes, message: str) -> QueuedPost:
         live = self._require(room_id)
         target = await self._own_message(room_id, message)
         now = self._now()
         content = Delete(new_message_id(), int(now * 1000), target.message_id)
-        await self._post(live, content, store_message=None)
+        queued = await self._post(live, content, store_message=None)
         await self.store.delete_message(room_id, self._me, target.message_id)
         self._emit(MessageChanged(hex_id(room_id), hex_id(target.ref)))
+        return queued
 
-    async def react(self, room_id: bytes, message: str, emoji: str, remove: bool) -> None:
+    async def react(self, room_id: bytes, message: str, emoji: str, remove: bool) -> QueuedPost:
         live = self._require(room_id)
         target = await self._message_by_ref(room_id, message)
         if target.deleted:
@@ -167,11 +198,12 @@ class RoomActions:
             )
         except (TypeError, ValueError) as exc:
             raise BackchannelError(f"That reaction cannot be sent: {exc}.") from None
-        await self._post(live, content, store_message=None)
+        queued = await self._post(live, content, store_message=None)
         await self.store.set_reaction(
             room_id, target.sender_id, target.message_id, self._me, emoji, remove=remove, at=now
         )
         self._emit(MessageChanged(hex_id(room_id), hex_id(target.ref)))
+        return queued
 
     async def _message_by_ref(self, room_id: bytes, message: str) -> Message:
         """The stored message a UI names (by its ref: author and id together)."""
@@ -243,7 +275,9 @@ class RoomActions:
         self._emit(NewMessage(view))
         return view
 
-    async def save_file(self, room_id: bytes, message: str, destination: Path) -> Path:
+    async def save_file(
+        self, room_id: bytes, message: str, destination: Path, overwrite: bool = False
+    ) -> Path:
         stored = await self.store.message(room_id, parse_id(message, "message"))
         if stored is None or stored.kind != "file" or stored.attachments is None:
             raise BackchannelError("That message has no file.")
@@ -257,9 +291,14 @@ class RoomActions:
                 "sync and try again."
             )
         is_dir = await asyncio.to_thread(destination.is_dir)
-        target = destination / Path(meta["name"]).name if is_dir else destination
+        target = destination / saved_name(str(meta["name"])) if is_dir else destination
         try:
-            await asyncio.to_thread(target.write_bytes, data)
+            await asyncio.to_thread(_write_file, target, data, overwrite)
+        except FileExistsError:
+            raise BackchannelError(
+                f"{target} exists already: choose another name, or replace it "
+                "(the command line's --overwrite)."
+            ) from None
         except OSError as exc:
             raise BackchannelError(f"Cannot write {target}: {exc.strerror}.") from None
         return target
@@ -351,7 +390,7 @@ class RoomActions:
         )
         return " ".join(digits[i : i + 5] for i in range(0, 25, 5))
 
-    async def leave(self, room_id: bytes) -> None:
+    async def leave(self, room_id: bytes) -> QueuedPost:
         live = self._require(room_id)
         async with live.lock:
             try:
@@ -359,17 +398,17 @@ class RoomActions:
             except RoomError as exc:
                 raise BackchannelError(str(exc)) from None
             state = live.room.to_bytes()
+            key = os.urandom(16)
             async with self.store.transaction() as tx:
                 await tx.set_room_state(room_id, state)
                 await tx.enqueue(
-                    OutboxEntry(
-                        os.urandom(16), live.meta.access.mailbox, wire, self._now(), room_id=room_id
-                    )
+                    OutboxEntry(key, live.meta.access.mailbox, wire, self._now(), room_id=room_id)
                 )
                 await self._mark_leaving(tx, room_id)  # proposed again until committed
             live.record = replace(live.record, state=state)
             self._leave_asked(room_id)
         self._outbox.notify()
+        return QueuedPost(hex_id(room_id), hex_id(key))
 
     async def safety_number(self, room_id: bytes, member: str) -> tuple[MemberView, str]:
         self._require(room_id)

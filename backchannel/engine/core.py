@@ -72,6 +72,7 @@ from ..views import (
     MembersChanged,
     MessageChanged,
     NewMessage,
+    PostRefused,
     RemovedFromRoom,
     RoomChanged,
     RoomSummary,
@@ -976,6 +977,9 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                     await self.store.retarget_outbox(live.record.room_id, live.meta.access.mailbox)
                     self._outbox.notify()
                     return
+        room = hex_id(route[1]) if route is not None and route[0] == "room" else None
+        # Typed, for a UI that waits on this very post (the command line does).
+        self._emit(PostRefused(room, hex_id(item.key), exc.sentence("a message")))
         if route is not None and route[0] == "room" and isinstance(exc, Denied):
             # The room is moving (a removal was committed and its old mailbox sealed):
             # the post goes to the new mailbox once this member reads the move. If the

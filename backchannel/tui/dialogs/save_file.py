@@ -35,6 +35,9 @@ def default_download_dir() -> Path:
 class SaveFileDialog(Dialog[Path | None]):
     """Save the file of ``message`` into a chosen directory; dismisses with its path, or None.
 
+    A file already there is replaced only once the user presses Save a second time for
+    the same place, after the dialog said so.
+
     Args:
         client: the started client.
         room_id: the room's id.
@@ -66,6 +69,8 @@ class SaveFileDialog(Dialog[Path | None]):
         self.room_id = room_id
         self.message = message
         self.start_dir = start_dir or default_download_dir()
+        #: The existing file the user was told about: Save again replaces it.
+        self._replace: Path | None = None
 
     def compose(self) -> ComposeResult:
         info = self.message.file
@@ -103,11 +108,23 @@ class SaveFileDialog(Dialog[Path | None]):
         if not text:
             self.show_error("Choose a directory to save into.")
             return
-        self.save(Path(text).expanduser())
+        destination = Path(text).expanduser()
+        target = self.client.save_target(self.message, destination)
+        replace = self._replace == target
+        if not replace and target.exists():
+            self._replace = target
+            self.show_error(
+                f"{target.name} exists already in {target.parent}. "
+                "Press Save again to replace it, or choose another place."
+            )
+            return
+        self.save(destination, overwrite=replace)
 
     @work(exclusive=True, group="save-file", exit_on_error=False)
-    async def save(self, destination: Path) -> None:
-        """Write the file, then close with where it went."""
-        saved = await self.client.save_file(self.room_id, self.message.id, destination)
+    async def save(self, destination: Path, *, overwrite: bool = False) -> None:
+        """Write the file (over an existing one only if ``overwrite``), then close with its path."""
+        saved = await self.client.save_file(
+            self.room_id, self.message.id, destination, overwrite=overwrite
+        )
         self.notify(clean(f"Saved to {saved}."), markup=False)
         self.dismiss(saved)
