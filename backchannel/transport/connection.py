@@ -76,7 +76,7 @@ from relay.protocol import ErrFrame, Push
 from relay.protocol import Revoked as RevokedFrame
 
 from .backoff import Backoff, full_jitter
-from .capability import MailboxCapability
+from .capability import MailboxCapability, public_key_bytes
 from .errors import (
     ConnectionClosed,
     Denied,
@@ -103,6 +103,7 @@ from .proxy import ProxySettings, parse_proxy_url, proxy_errors
 
 if TYPE_CHECKING:
     import aiohttp
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from .session import RelaySession
 
@@ -371,14 +372,70 @@ class RelayConnection:
 
     # -- mailboxes ----------------------------------------------------------------------------
 
-    def register(self, cap: MailboxCapability) -> None:
-        """Hold ``cap`` for requests on its mailbox (replacing an earlier one)."""
-        self._caps[cap.mailbox] = cap
+    def register(self, cap: MailboxCapability) -> bool:
+        """Hold ``cap``'s keys for requests on its mailbox, next to the keys already held.
+
+        Keys are added, never replaced: a mailbox's read, write and admin keys may
+        come from different places (a room's own keys, a write key handed over for a
+        reply), and none may displace another. Only :meth:`rotate` changes a key.
+
+        Returns:
+            False, changing nothing, if a key of ``cap`` differs from the one held for
+            the same role (the conflict is logged, without ids); True otherwise.
+        """
+        return self._hold(cap, own=False)
+
+    def holds(self, mailbox: bytes) -> bool:
+        """Whether any key of ``mailbox`` is registered."""
+        return mailbox in self._caps
+
+    def unregister(self, cap: MailboxCapability) -> None:
+        """Forget those of ``cap``'s keys that are the ones held (e.g. a reply's write key,
+        once the reply is sent); the mailbox's other keys stay."""
+        held = self._caps.get(cap.mailbox)
+        if held is None:
+            return
+        keys: dict[str, Ed25519PrivateKey | None] = {}
+        for role in _ROLES:
+            mine, theirs = getattr(held, role), getattr(cap, role)
+            same = mine is not None and theirs is not None and _same_key(mine, theirs)
+            keys[role] = None if same else mine
+        if all(k is None for k in keys.values()):
+            del self._caps[cap.mailbox]
+        else:
+            self._caps[cap.mailbox] = MailboxCapability(cap.mailbox, **keys)
+
+    def _hold(self, cap: MailboxCapability, *, own: bool) -> bool:
+        """Merge ``cap`` into the keys held for its mailbox (see :meth:`register`).
+
+        With ``own`` (the mailbox's own keys: :meth:`follow`, :meth:`create_mailbox`),
+        a conflicting key held for another purpose is dropped and ``cap``'s kept: a
+        write key handed over by someone else never outranks the keys a mailbox was
+        made or followed with.
+        """
+        held = self._caps.get(cap.mailbox)
+        if held is None:
+            self._caps[cap.mailbox] = cap
+            return True
+        keys: dict[str, Ed25519PrivateKey | None] = {}
+        for role in _ROLES:
+            mine, theirs = getattr(held, role), getattr(cap, role)
+            if mine is not None and theirs is not None and not _same_key(mine, theirs):
+                if not own:
+                    _log.warning("a %s key for a mailbox already held was refused", role)
+                    return False
+                _log.warning("a conflicting %s key was replaced by the mailbox's own", role)
+                self._grants.pop((cap.mailbox, role), None)
+                mine = None
+            keys[role] = theirs if mine is None else mine
+        self._caps[cap.mailbox] = MailboxCapability(cap.mailbox, **keys)
+        return True
 
     async def follow(self, cap: MailboxCapability, after: int = 0) -> None:
         """Receive ``cap``'s mailbox entries after ``after``, now and after every reconnect.
 
-        Following a mailbox already followed only replaces its capability.
+        Following a mailbox already followed only adds ``cap``'s keys. ``cap`` holds the
+        mailbox's own keys: a conflicting key registered for another purpose gives way.
 
         Raises:
             ValueError: ``cap`` has no read key.
@@ -388,7 +445,7 @@ class RelayConnection:
         """
         if cap.read is None:
             raise ValueError("following a mailbox needs its read key")
-        self.register(cap)
+        self._hold(cap, own=True)
         if cap.mailbox in self._follows:
             return
         self._follows[cap.mailbox] = _Follow(after, after)
@@ -433,7 +490,7 @@ class RelayConnection:
             return int(fields["ttl"]) if "ttl" in fields else None
 
         result = await self._request((), attempt, timeout)
-        self.register(cap)
+        self._hold(cap, own=True)
         return result
 
     async def rotate(
@@ -460,7 +517,7 @@ class RelayConnection:
 
         async with self._lock(cap.mailbox):  # a revoked frame's recovery waits for the new keys
             await self._request((), attempt, timeout)
-            self.register(new)
+            self._caps[cap.mailbox] = new  # the one place a mailbox's keys are replaced
             for role in ("read", "write"):
                 self._grants.pop((cap.mailbox, role), None)
 
@@ -919,6 +976,13 @@ class RelayConnection:
                         raise
                     self._events.put_nowait(Revoked(mailbox, reason or exc.code))
                     return
+
+
+_ROLES: Final = ("read", "write", "admin")
+
+
+def _same_key(a: Ed25519PrivateKey, b: Ed25519PrivateKey) -> bool:
+    return public_key_bytes(a) == public_key_bytes(b)
 
 
 def _fetch_page(answer: dict[str, Any]) -> FetchPage:
