@@ -50,6 +50,7 @@ __all__ = [
     "INVITE_VERSION",
     "JOIN_REQUEST_VERSION",
     "LINK_PREFIX",
+    "MAX_PENDING_REQUESTS",
     "Invite",
     "InviteRecord",
     "JoinRequest",
@@ -89,6 +90,9 @@ MAX_KEY_PACKAGE_BYTES: Final = 16384
 MAX_USES: Final = 1000
 #: Most distinct requests an invite record remembers; after that the invite is exhausted.
 MAX_SEEN_REQUESTS: Final = 4096
+#: Most requests of one invite waiting for a decision at once; later ones are turned
+#: away until some are answered (bounds what one link holder can park on the device).
+MAX_PENDING_REQUESTS: Final = 64
 _MAX_SECONDS: Final = 2**63 - 1
 _MAX_BLOB_BYTES: Final = 1 << 18
 _NONCE_BYTES: Final = 12
@@ -401,6 +405,11 @@ class InviteRecord:
     """What the facilitator's client keeps about one invite (sans-IO; persist with ``to_bytes``).
 
     Each method returns a new record; the caller stores it before acting on the result.
+
+    Uses are counted when the Add of an approved joiner commits, not before: the
+    caller keeps that count next to the room state it commits with (``used``), and
+    :meth:`admit` checks it, with the approvals still in flight (``reserved``), before
+    an Add is built (docs/room-protocol.md §4.5).
     """
 
     #: The invite secret.
@@ -445,15 +454,24 @@ class InviteRecord:
         """The invite id derived from the secret."""
         return derive_invite_id(self.secret)
 
-    def screen(self, request: JoinRequest, *, now: float) -> InviteRecord:
+    def screen(
+        self, request: JoinRequest, *, now: float, used: int = 0, pending: int = 0
+    ) -> InviteRecord:
         """Check a newly received request and remember it.
+
+        Args:
+            request: the opened request.
+            now: the facilitator's clock, Unix seconds.
+            used: joiners admitted and counted outside this record (their Adds committed).
+            pending: requests of this invite already waiting for a decision.
 
         Returns:
             The record with the request noted as seen.
 
         Raises:
             InviteRevoked, JoinRequestReplayed, InviteExpired, InviteExhausted: in
-            this order of precedence.
+            this order of precedence (exhausted: used up, 4096 requests seen, or
+            :data:`MAX_PENDING_REQUESTS` waiting).
         """
         if self.revoked:
             raise InviteRevoked("This invite was revoked; the request is turned away.")
@@ -464,16 +482,25 @@ class InviteRecord:
             )
         if now >= self.expires_at:
             raise InviteExpired("The request came after the invite expired; send a new invite.")
-        if self.uses >= self.max_uses or len(self.seen_requests) >= MAX_SEEN_REQUESTS:
+        if self.uses + used >= self.max_uses or len(self.seen_requests) >= MAX_SEEN_REQUESTS:
             raise InviteExhausted("This invite has been used up; send a new invite.")
+        if pending >= MAX_PENDING_REQUESTS:
+            raise InviteExhausted(
+                "Too many requests on this invite are waiting for a decision; this one is "
+                "turned away."
+            )
         return replace(
             self,
             seen_requests=self.seen_requests | {request.request_id},
             seen_key_packages=self.seen_key_packages | {digest},
         )
 
-    def approve(self) -> InviteRecord:
-        """Count one approved joiner.
+    def admit(self, *, used: int = 0, reserved: int = 0) -> None:
+        """Check that one more joiner may be admitted, before the Add is built.
+
+        Args:
+            used: joiners admitted and counted outside this record (their Adds committed).
+            reserved: approvals of this invite in flight (Adds built, not yet committed).
 
         Raises:
             InviteRevoked: the invite was revoked meanwhile.
@@ -481,8 +508,17 @@ class InviteRecord:
         """
         if self.revoked:
             raise InviteRevoked("This invite was revoked; the request is turned away.")
-        if self.uses >= self.max_uses:
+        if self.uses + used + reserved >= self.max_uses:
             raise InviteExhausted("This invite has been used up; send a new invite.")
+
+    def approve(self) -> InviteRecord:
+        """Count one approved joiner in this record (checked as :meth:`admit` does).
+
+        Raises:
+            InviteRevoked: the invite was revoked meanwhile.
+            InviteExhausted: the use limit is reached.
+        """
+        self.admit()
         return replace(self, uses=self.uses + 1)
 
     def revoke(self) -> InviteRecord:
