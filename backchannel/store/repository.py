@@ -604,6 +604,57 @@ class _Repository:
         )
         return [from_row(OutboxEntry, r) for r in rows]
 
+    async def outbox_heads(self, *, per_mailbox: int, mailboxes: int) -> list[OutboxEntry]:
+        """The first ``per_mailbox`` queued posts of each of up to ``mailboxes`` mailboxes.
+
+        What a sender reads: the posts behind one mailbox's head never crowd out another
+        mailbox's, however many are queued. Rooms' mailboxes come first, then the others
+        (invite drops, joiners' inboxes), each group by its oldest post; within a
+        mailbox, in the order queued.
+        """
+        rows = await self._all(
+            "WITH heads AS (SELECT mailbox_id, min(room_id IS NULL) AS other,"
+            " min(position) AS first FROM outbox GROUP BY mailbox_id"
+            " ORDER BY other, first LIMIT ?1),"
+            " ranked AS (SELECT outbox.*, heads.other, heads.first, row_number() OVER"
+            " (PARTITION BY outbox.mailbox_id ORDER BY outbox.position) AS n"
+            " FROM outbox JOIN heads USING (mailbox_id))"
+            " SELECT * FROM ranked WHERE n <= ?2 ORDER BY other, first, position",
+            (mailboxes, per_mailbox),
+        )
+        return [from_row(OutboxEntry, r) for r in rows]
+
+    async def drop_outbox(
+        self, idempotency_key: bytes, *, refused_at: float | None = None
+    ) -> OutboxEntry | None:
+        """Take a post out of the outbox unsent (the relay refused it for good).
+
+        Its message, if it carries one, is marked refused at ``refused_at`` (the clock
+        by default): not delivered, and no longer queued.
+
+        Returns:
+            The dropped entry, or None if it was not queued.
+        """
+        when = self._clock() if refused_at is None else refused_at
+
+        def op(c: Connection) -> OutboxEntry | None:
+            row = c.execute(
+                "SELECT * FROM outbox WHERE idempotency_key = ?", (idempotency_key,)
+            ).fetchone()
+            if row is None:
+                return None
+            entry = from_row(OutboxEntry, row)
+            c.execute("DELETE FROM outbox WHERE idempotency_key = ?", (idempotency_key,))
+            if entry.ref is not None and entry.room_id is not None:
+                c.execute(
+                    "UPDATE messages SET refused_at = ?"
+                    " WHERE room_id = ? AND ref = ? AND delivered_seq IS NULL",
+                    (when, entry.room_id, entry.ref),
+                )
+            return entry
+
+        return await self._run(op, scrub=True)
+
     async def record_attempt(self, idempotency_key: bytes, *, at: float | None = None) -> None:
         """Count a send attempt of a queued post (no-op if it is gone)."""
         when = self._clock() if at is None else at

@@ -14,26 +14,80 @@ ran, the item is still pending on the next run, is sent again with the same key,
 and the relay answers ``duplicate`` with the first copy's sequence number: the
 relay holds one copy and the source is acknowledged once.
 
-A permanent refusal (``stale_epoch``, ``too_large``, ``denied``, …) is passed to
-``on_rejected``; that mailbox's later items wait until the caller removes or
-replaces the refused one, so order is never broken. Call :meth:`OutboxSender.notify`
-after adding items.
+A refusal is passed to ``on_rejected``, whose answer (a :class:`Verdict`) says what
+becomes of the item, so that no item holds back the items behind it for good:
+
+* ``DROP``: the caller took it out of the source (or replaced it); the sender never
+  sends it again and goes on with the mailbox's next item.
+* ``RETRY``: it is sent again, same key, after a growing backoff (:data:`RETRY_BASE`
+  doubling up to :data:`RETRY_CAP`, jittered); the mailbox's later items wait behind it
+  (order is kept) and other mailboxes go on. For refusals that may pass later
+  (:data:`RETRY_CODES`: a full mailbox or store, a busy relay).
+* ``HOLD``: it stays, and its mailbox waits, until the caller changes the outbox and
+  calls :meth:`OutboxSender.notify` (e.g. the room is moving to a new mailbox).
+
+``on_rejected`` is called once per item and refusal code: an item retried and refused
+again with the same code is backed off again without a second call. Without an
+answer (or without ``on_rejected``), codes in :data:`RETRY_CODES` are retried and any
+other holds the item. An item naming a mailbox with no write key registered is
+refused locally as ``denied``.
+
+Every mailbox is sent by its own task, so one slow or refusing mailbox never delays
+another; the source decides how many mailboxes and items one ``pending()`` returns.
+Call :meth:`OutboxSender.notify` after adding items.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from .connection import AlsoEntry, RelayConnection
-from .errors import ConnectionClosed, Rejected
+from .errors import TRANSIENT_CODES, ConnectionClosed, Denied, Rejected
 
-__all__ = ["OutboxItem", "OutboxSender", "OutboxSource"]
+__all__ = [
+    "RETRY_BASE",
+    "RETRY_CAP",
+    "RETRY_CODES",
+    "OutboxItem",
+    "OutboxSender",
+    "OutboxSource",
+    "Verdict",
+    "retry_later",
+]
 
 _log = logging.getLogger(__name__)
+
+#: Refusals after which the same item may go through later: the mailbox or the relay's
+#: storage is full until readers catch up, or the relay is busy.
+RETRY_CODES: Final = frozenset(
+    {"mailbox_full", "store_full", "rate_limited", "too_many_subscriptions", *TRANSIENT_CODES}
+)
+#: The first retry of a refused item waits about this long (seconds); each next one twice
+#: as long, up to :data:`RETRY_CAP`.
+RETRY_BASE: Final = 2.0
+RETRY_CAP: Final = 300.0
+
+
+def retry_later(error: Rejected) -> bool:
+    """Whether the refused item may go through if sent again later (:data:`RETRY_CODES`)."""
+    return error.code in RETRY_CODES
+
+
+class Verdict(enum.Enum):
+    """What becomes of an item the relay refused: ``on_rejected``'s answer."""
+
+    #: The caller took it out of the source (or replaced it): go on with the next item.
+    DROP = "drop"
+    #: Send it again after a backoff; the mailbox's later items wait behind it.
+    RETRY = "retry"
+    #: Keep it, and its mailbox waiting, until the caller changes the outbox (``notify``).
+    HOLD = "hold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +120,7 @@ class OutboxSource(Protocol):
         ...
 
 
-RejectedCallback = Callable[[OutboxItem, Rejected], Awaitable[None]]
+RejectedCallback = Callable[[OutboxItem, Rejected], Awaitable[Verdict | None]]
 
 
 class OutboxSender:
@@ -75,8 +129,10 @@ class OutboxSender:
     Args:
         connection: a started :class:`RelayConnection` with the write capabilities.
         source: the outbox.
-        on_rejected: awaited with an item the relay refused for good. Without it the
-            refusal is only logged (by code).
+        on_rejected: awaited with an item the relay refused and the refusal; answers
+            with a :class:`Verdict` (see the module docstring). Without it the refusal
+            is only logged (by code).
+        rng: the jitter of retry delays (seed it for reproducible tests).
     """
 
     def __init__(
@@ -85,13 +141,20 @@ class OutboxSender:
         source: OutboxSource,
         *,
         on_rejected: RejectedCallback | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._connection = connection
         self._source = source
         self._on_rejected = on_rejected
+        self._rng = rng or random.Random()
         self._workers: dict[bytes, asyncio.Task[None]] = {}
         self._acked: set[bytes] = set()  # guards against a source slow to drop items
-        self._rejected: set[bytes] = set()
+        self._dropped: set[bytes] = set()  # DROP answers: never sent again, whatever the source
+        self._rejected: set[bytes] = set()  # HOLD answers: their mailbox waits
+        #: (key, code) -> the answer given, so a retried item is not reported twice
+        self._verdicts: dict[tuple[bytes, str], Verdict] = {}
+        self._retries: dict[bytes, int] = {}  # key -> refusals retried so far
+        self._retry_at: dict[bytes, float] = {}  # mailbox -> loop time of its next try
         self._wake = asyncio.Event()
         self._requested = 0
         self._idle_at = -1
@@ -170,15 +233,22 @@ class OutboxSender:
             items = await self._source.pending()
             keys = {item.key for item in items}
             self._acked &= keys  # forget what the source has dropped
+            self._dropped &= keys
             self._rejected &= keys
+            self._retries = {k: n for k, n in self._retries.items() if k in keys}
+            self._verdicts = {k: v for k, v in self._verdicts.items() if k[0] in keys}
             queues: dict[bytes, list[OutboxItem]] = {}
             for item in items:
-                if item.key not in self._acked:
+                if item.key not in self._acked and item.key not in self._dropped:
                     queues.setdefault(item.mailbox, []).append(item)
+            now = asyncio.get_running_loop().time()
+            self._retry_at = {m: t for m, t in self._retry_at.items() if m in queues and t > now}
             for mailbox, queue in queues.items():
                 worker = self._workers.get(mailbox)
                 if (worker is not None and not worker.done()) or queue[0].key in self._rejected:
                     continue  # busy (it re-reads when done), or blocked by a refused item
+                if mailbox in self._retry_at:
+                    continue  # backing off; a timer wakes the loop
                 worker = asyncio.create_task(self._send(queue), name="outbox-mailbox")
                 worker.add_done_callback(self._worker_done)
                 self._workers[mailbox] = worker
@@ -205,14 +275,45 @@ class OutboxSender:
                 self._wake.set()
                 return
             except ValueError:  # no write capability registered for a mailbox it names
-                self._rejected.add(item.key)
-                _log.error("an outbox item names a mailbox with no write capability registered")
-                return
+                _log.warning("an outbox item names a mailbox with no write key registered")
+                refusal: Rejected = Denied("denied")
             except Rejected as exc:
+                _log.info("the relay refused an outbox item (%s)", exc.code)
+                refusal = exc
+            else:
+                await self._source.acknowledge(item.key, result.seq)
+                self._acked.add(item.key)
+                self._retries.pop(item.key, None)
+                continue
+            verdict = await self._verdict(item, refusal)
+            if verdict is Verdict.DROP:
+                self._dropped.add(item.key)
+                continue  # the mailbox goes on with its next item
+            if verdict is Verdict.RETRY:
+                self._back_off(item)
+            else:
                 self._rejected.add(item.key)
-                _log.warning("the relay refused an outbox item (%s)", exc.code)
-                if self._on_rejected is not None:
-                    await self._on_rejected(item, exc)
-                return  # later items of this mailbox wait: order is kept
-            await self._source.acknowledge(item.key, result.seq)
-            self._acked.add(item.key)
+            return  # later items of this mailbox wait: order is kept
+
+    async def _verdict(self, item: OutboxItem, error: Rejected) -> Verdict:
+        """The caller's answer for this refusal (asked once per item and code)."""
+        told = self._verdicts.get((item.key, error.code))
+        if told is not None:
+            return told
+        answer = None
+        if self._on_rejected is not None:
+            answer = await self._on_rejected(item, error)
+        if answer is None:
+            answer = Verdict.RETRY if retry_later(error) else Verdict.HOLD
+        self._verdicts[(item.key, error.code)] = answer
+        return answer
+
+    def _back_off(self, item: OutboxItem) -> None:
+        """Try ``item`` again after a growing, jittered delay; its mailbox waits meanwhile."""
+        tries = self._retries.get(item.key, 0)
+        self._retries[item.key] = tries + 1
+        ceiling = min(RETRY_CAP, RETRY_BASE * 2 ** min(tries, 16))
+        delay = ceiling / 2 + self._rng.uniform(0.0, ceiling / 2)
+        loop = asyncio.get_running_loop()
+        self._retry_at[item.mailbox] = loop.time() + delay
+        loop.call_later(delay, self._wake.set)

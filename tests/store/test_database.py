@@ -65,7 +65,7 @@ async def test_database_settings(tmp_path: Path) -> None:
     assert got["secure_delete"] == 1
     assert got["synchronous"] == 2  # FULL
     assert got["foreign_keys"] == 1
-    assert got["user_version"] == 4  # the latest migration
+    assert got["user_version"] == 5  # the latest migration
     assert got["locking_mode"] == "exclusive"
 
 

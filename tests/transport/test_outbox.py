@@ -10,11 +10,19 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
+from backchannel.transport import outbox as outbox_module
 from backchannel.transport.connection import Backoff, RelayConnection
-from backchannel.transport.errors import ConnectionClosed, Rejected, StaleEpoch
-from backchannel.transport.outbox import OutboxItem, OutboxSender
+from backchannel.transport.errors import (
+    ConnectionClosed,
+    Denied,
+    MailboxFull,
+    Rejected,
+    StaleEpoch,
+    TooLarge,
+)
+from backchannel.transport.outbox import OutboxItem, OutboxSender, Verdict
 from backchannel.transport.session import MailboxCapability
-from tests.conftest import RunningRelay
+from tests.conftest import RelayFactory, RunningRelay
 
 
 @pytest.fixture
@@ -237,3 +245,89 @@ async def test_closing_the_connection_stops_the_sender_and_keeps_the_items(
         await asyncio.wait_for(sender.flush(), 20)
     await sender.close()  # a closed connection is no error of the sender's
     assert outbox.items == [item] and outbox.acks == []
+
+
+# -- refusals: dropped, retried or held, so that nothing jams (issue #16) ---------------------
+
+
+async def test_a_dropped_refusal_lets_the_items_behind_it_go(
+    relay: RunningRelay, conn: RelayConnection
+) -> None:
+    """The caller drops a post the relay refuses for good; the mailbox goes on at once,
+    and the item is never sent again even if the source is slow to forget it."""
+    cap = MailboxCapability.generate()
+    await conn.create_mailbox(cap)
+    refused: list[tuple[OutboxItem, Rejected]] = []
+
+    async def on_rejected(item: OutboxItem, error: Rejected) -> Verdict:
+        refused.append((item, error))
+        return Verdict.DROP  # (the source keeps listing it: the sender must not care)
+
+    outbox = MemoryOutbox()
+    big = outbox.add(cap.mailbox, b"x" * (relay.config.limits.max_blob_bytes + 1))
+    after = [outbox.add(cap.mailbox, b"after %d" % i) for i in range(3)]
+    async with OutboxSender(conn, outbox, on_rejected=on_rejected) as sender:
+        await asyncio.wait_for(sender.flush(), 20)
+        await asyncio.wait_for(sender.flush(), 20)
+    assert [(i, type(e)) for i, e in refused] == [(big, TooLarge)]
+    assert [k for k, _ in outbox.acks] == [i.key for i in after]
+    assert await stored(relay, cap) == [(n, b"after %d" % (n - 1)) for n in (1, 2, 3)]
+
+
+async def test_a_full_mailbox_is_retried_with_backoff_and_reported_once(
+    start_relay: RelayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "RETRY_BASE", 0.05)
+    relay = await start_relay(mailbox_max_entries=2)
+    conn = RelayConnection(relay.url, backoff=Backoff(base=0.05, cap=0.3, rng=random.Random(7)))
+    await conn.start()
+    full, free = MailboxCapability.generate(), MailboxCapability.generate()
+    for cap in (full, free):
+        await conn.create_mailbox(cap)
+    for blob in (b"fills", b"it"):
+        await conn.append(full.mailbox, blob, timeout=10)
+    refused: list[type[Rejected]] = []
+
+    async def on_rejected(item: OutboxItem, error: Rejected) -> None:
+        refused.append(type(error))  # no answer: the sender decides by the code
+
+    outbox = MemoryOutbox()
+    waiting = outbox.add(full.mailbox, b"waits for room")
+    behind = outbox.add(full.mailbox, b"behind it")
+    elsewhere = outbox.add(free.mailbox, b"elsewhere")
+    sender = OutboxSender(conn, outbox, on_rejected=on_rejected, rng=random.Random(1))
+    await sender.start()
+    try:
+        await asyncio.wait_for(sender.flush(), 20)
+        assert [k for k, _ in outbox.acks] == [elsewhere.key]  # other mailboxes go on
+        await asyncio.sleep(0.5)  # several retries, each refused again
+        assert refused == [MailboxFull]  # told once, not at every retry
+        await conn.trim(full.mailbox, 2, timeout=10)  # a reader catches up
+        while len(outbox.acks) < 3:
+            await asyncio.sleep(0.05)
+        assert [k for k, _ in outbox.acks][1:] == [waiting.key, behind.key]  # in order
+    finally:
+        await sender.close()
+        await conn.close()
+
+
+async def test_an_item_without_a_write_key_is_refused_not_stuck(
+    relay: RunningRelay, conn: RelayConnection
+) -> None:
+    cap = MailboxCapability.generate()
+    await conn.create_mailbox(cap)
+    refused: list[type[Rejected]] = []
+
+    async def on_rejected(item: OutboxItem, error: Rejected) -> Verdict:
+        refused.append(type(error))
+        outbox.items.remove(item)
+        return Verdict.DROP
+
+    outbox = MemoryOutbox()
+    outbox.add(os.urandom(16), b"to a mailbox this connection holds no key of")
+    free = outbox.add(cap.mailbox, b"sent")
+    async with OutboxSender(conn, outbox, on_rejected=on_rejected) as sender:
+        await asyncio.wait_for(sender.flush(), 20)
+    assert refused == [Denied]
+    assert [k for k, _ in outbox.acks] == [free.key]
+    assert outbox.items == []
