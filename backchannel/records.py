@@ -3,7 +3,8 @@
 These hold what the façade needs besides the MLS state: where each room lives on
 the relay and its commit in flight (:class:`RoomMeta`), the invites a facilitator
 made (:class:`InviteEntry`), the join requests waiting for a decision
-(:class:`RequestEntry`) and the joins this device is waiting on
+(:class:`RequestEntry`), the answers to them still in the outbox
+(:class:`ReplyEntry`) and the joins this device is waiting on
 (:class:`JoiningEntry`). They never leave the device; ``repr`` shows no secret.
 """
 
@@ -18,7 +19,15 @@ from .errors import BackchannelError
 from .rooms.access import RoomAccess
 from .rooms.errors import RoomDecodeError
 
-__all__ = ["InviteEntry", "JoiningEntry", "RecordError", "RequestEntry", "RoomMeta"]
+__all__ = [
+    "REPLY_KINDS",
+    "InviteEntry",
+    "JoiningEntry",
+    "RecordError",
+    "ReplyEntry",
+    "RequestEntry",
+    "RoomMeta",
+]
 
 _VERSION: Final = 1
 
@@ -200,6 +209,37 @@ class RequestEntry:
             )
         except (KeyError, TypeError, ValueError, OverflowError):
             raise RecordError("The stored join request is damaged.") from None
+
+
+#: What an answer to a join request is: the Welcome of an approved joiner, a
+#: facilitator's "no", or an automatic "no" (the invite expired, was used up, …).
+REPLY_KINDS: Final = frozenset({"welcome", "deny", "auto"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEntry:
+    """An answer to a join request waiting in the outbox, kept until the relay takes it
+    or refuses it (then it says whether to retry and what to tell the facilitator)."""
+
+    #: One of :data:`REPLY_KINDS`.
+    kind: str
+    #: The room the request was for.
+    room_id: bytes
+
+    def __post_init__(self) -> None:
+        if self.kind not in REPLY_KINDS:
+            raise ValueError("unknown reply kind")
+
+    def to_bytes(self) -> bytes:
+        return _pack({"kind": self.kind, "room": self.room_id})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ReplyEntry:
+        m = _unpack(data, "join reply")
+        try:
+            return cls(_s(m["kind"]), _b(m["room"]))
+        except (KeyError, TypeError, ValueError):
+            raise RecordError("The stored join reply is damaged.") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ from ..transport.events import (
     Reset,
     Revoked,
 )
-from ..transport.outbox import OutboxItem, OutboxSender
+from ..transport.outbox import OutboxItem, OutboxSender, Verdict, retry_later
 from ..views import (
     Alert,
     ClientEvent,
@@ -136,17 +136,30 @@ GENERATION_TEXT = (
 
 
 class _Source:
-    """The store's outbox as the :class:`OutboxSender` reads it."""
+    """The store's outbox as the :class:`OutboxSender` reads it.
+
+    Each read takes the first :attr:`PER_MAILBOX` posts of up to :attr:`MAILBOXES`
+    mailboxes, rooms first: however many posts wait for one mailbox (answers to join
+    requests the relay refuses, a long file), every other mailbox's posts are read too.
+    """
+
+    PER_MAILBOX = 64
+    MAILBOXES = 64
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sent: dict[bytes, tuple[bytes, bytes]] = {}
         self._messages: dict[bytes, tuple[bytes, bytes]] = {}
+        #: key -> mailbox of the posts that belong to no room (join requests, answers)
+        self._others: dict[bytes, bytes] = {}
 
     async def pending(self) -> Sequence[OutboxItem]:
-        entries = await self._engine.store.pending(limit=1000)
+        entries = await self._engine.store.outbox_heads(
+            per_mailbox=self.PER_MAILBOX, mailboxes=self.MAILBOXES
+        )
         items = []
         self._sent = {}
+        self._others = {}
         for e in entries:
             blob = self._engine.wire_blob(e)
             if blob is None:
@@ -154,6 +167,8 @@ class _Source:
             self._sent[e.idempotency_key] = (e.mailbox_id, blob)
             if e.room_id is not None and e.ref is not None:
                 self._messages[e.idempotency_key] = (e.room_id, e.ref)
+            if e.room_id is None:
+                self._others[e.idempotency_key] = e.mailbox_id
             items.append(
                 OutboxItem(e.idempotency_key, e.mailbox_id, blob, ttl=self._engine.ttl_for(e))
             )
@@ -167,6 +182,9 @@ class _Source:
         shown = self._messages.pop(key, None)
         if shown is not None:  # the UI's "sending…" becomes delivered
             self._engine.message_delivered(*shown)
+        other = self._others.pop(key, None)
+        if other is not None:  # its write key is no longer needed
+            await self._engine._release_reply(other, key)
 
 
 class Engine(Commits, InviteFlows, RoomActions, Watching):
@@ -967,8 +985,10 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                 _log.warning("housekeeping failed: %s", type(exc).__name__)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
-    async def _on_rejected(self, item: OutboxItem, exc: Rejected) -> None:
-        """A queued post was refused for good."""
+    async def _on_rejected(self, item: OutboxItem, exc: Rejected) -> Verdict:
+        """A queued post was refused: retried if the relay may take it later, else
+        dropped (its message marked refused, the user told once), or held while the
+        room moves (see :class:`~..transport.outbox.Verdict`)."""
         route = self._routes.get(item.mailbox)
         if route is None:
             for live in self._live.values():
@@ -976,7 +996,12 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                     # The room moved while this was queued: send it to the new mailbox.
                     await self.store.retarget_outbox(live.record.room_id, live.meta.access.mailbox)
                     self._outbox.notify()
-                    return
+                    return Verdict.DROP  # under a new key
+        if route is None or route[0] != "room":
+            return await self._join_post_refused(item, exc)  # a join request or an answer
+        if retry_later(exc):
+            _log.info("a post waits: the relay is full or busy (%s)", exc.code)
+            return Verdict.RETRY
         room = hex_id(route[1]) if route is not None and route[0] == "room" else None
         # Typed, for a UI that waits on this very post (the command line does).
         self._emit(PostRefused(room, hex_id(item.key), exc.sentence("a message")))
@@ -988,5 +1013,10 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
             live = self._live.get(route[1])
             if live is not None:
                 self._spawn(self._expect_move(live, item.mailbox))
-            return
+            return Verdict.HOLD
+        # Refused for good: it leaves the outbox, so the posts behind it go on.
+        dropped = await self.store.drop_outbox(item.key)
+        if dropped is not None and dropped.room_id is not None and dropped.ref is not None:
+            self._emit(MessageChanged(hex_id(dropped.room_id), hex_id(dropped.ref)))
         self._emit(Alert(None, exc.sentence("a message")))
+        return Verdict.DROP

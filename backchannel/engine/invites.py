@@ -1,4 +1,10 @@
-"""Invites, join requests and joining: the facilitator's and the joiner's side."""
+"""Invites, join requests and joining: the facilitator's and the joiner's side.
+
+A request is screened and its inbox checked (:mod:`.admission`) before anything of it
+is kept; a use of an invite is counted in the transaction of the Add commit that
+admits the joiner, and approvals of one invite run one at a time
+(docs/room-protocol.md §4.5, §4.6).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ import asyncio
 import logging
 import os
 from dataclasses import replace
+from typing import Any
 
 from ..caps import access_capability, capability, new_seed
 from ..errors import BackchannelError
 from ..mls.key_package_ops import KeyPackageBundle, KeyPackageIn
-from ..records import InviteEntry, JoiningEntry, RequestEntry, RoomMeta
+from ..records import InviteEntry, JoiningEntry, ReplyEntry, RequestEntry, RoomMeta
 from ..rooms.access import JoinReply, RoomAccess, open_join_reply, seal_join_reply
 from ..rooms.errors import InviteError, JoinRequestReplayed, RoomError
 from ..rooms.invites import (
@@ -37,6 +44,7 @@ from ..views import (
     RequestView,
     RoomChanged,
 )
+from .admission import REPLY_KEY, USE_KEY, Admission, AdmissionRefused
 from .state import (
     INVITE_KEY,
     JOINING_KEY,
@@ -52,7 +60,7 @@ from .state import (
 _log = logging.getLogger(__name__)
 
 
-class InviteFlows:
+class InviteFlows(Admission):
     """Mixed into :class:`~backchannel.engine.core.Engine`; uses its state and helpers."""
 
     async def invite(self, room_id: bytes, uses: int, expires_in: int) -> str:
@@ -99,21 +107,42 @@ class InviteFlows:
             await self.store.set_cursor(entry.mailbox, entry.seq)
             return
         now = self._now()
+        # The inbox is written to with a key the requester chose: never one of ours.
+        in_use = await self._mailbox_in_use(request.inbox)
         try:
-            screened = record.screen(request, now=now)
+            screened = record.screen(
+                request,
+                now=now,
+                used=await self._uses(invite_id),
+                pending=await self._waiting(invite_id),
+            )
         except JoinRequestReplayed:
             await self.store.set_cursor(entry.mailbox, entry.seq)
             return
         except InviteError:
-            # Expired, used up or revoked: tell the joiner rather than leave them waiting.
-            await self._reply(
-                record.secret,
-                request.request_id,
-                request.inbox,
-                request.inbox_write_seed,
-                JoinReply(False),
-            )
+            # Expired, used up or revoked: tell the joiner rather than leave them waiting,
+            # a few times per link and only at an inbox of theirs.
+            if in_use:
+                self._misused(invite.room_id, invite_id)
+            elif self._may_auto_reply(invite_id, now):
+                await self._reply(
+                    record.secret,
+                    request.request_id,
+                    request.inbox,
+                    request.inbox_write_seed,
+                    JoinReply(False),
+                    ReplyEntry("auto", invite.room_id),
+                )
             await self.store.set_cursor(entry.mailbox, entry.seq)
+            return
+        if in_use:
+            async with self.store.transaction() as tx:  # seen, so a replay is ignored
+                await tx.set_setting(
+                    INVITE_KEY + hex_id(invite_id),
+                    replace(invite, record=screened.to_bytes()).to_bytes(),
+                )
+                await tx.set_cursor(entry.mailbox, entry.seq)
+            self._misused(invite.room_id, invite_id)
             return
         req = RequestEntry(
             request.request_id,
@@ -135,7 +164,7 @@ class InviteFlows:
         view = self._request_view(req)
         self._emit(JoinRequested(view))
         if live is not None and live.room.policy.approval is JoinApproval.AUTOMATIC:
-            self._spawn(self.approve(invite.room_id, view.id))
+            self._spawn(self._auto_approve(invite.room_id, request.request_id))
 
     def _request_view(self, req: RequestEntry) -> RequestView:
 
@@ -172,26 +201,64 @@ class InviteFlows:
         return req
 
     async def approve(self, room_id: bytes, request: str) -> None:
+        """Admit a requester: commit the Add, then (``_approved``) count the use and
+        queue the Welcome. Nothing of the request is kept before the Add commits.
+
+        Raises:
+            AdmissionRefused: the invite is used up or revoked, or the room refuses the Add.
+        """
         live = self._require(room_id)
         self._require_facilitator(live)
-        req = await self._request(room_id, request)
-        raw = await self.store.get_setting(INVITE_KEY + hex_id(req.invite_id))
-        if raw is not None:
-            invite = InviteEntry.from_bytes(raw)
+        invite_id = (await self._request(room_id, request)).invite_id
+        # One approval of an invite at a time, each counting the uses committed and the
+        # Adds in flight: two approvals of a single-use link can never both pass.
+        lock = self._admission().locks.setdefault(invite_id, asyncio.Lock())
+        async with lock:
+            req = await self._request(room_id, request)  # not answered meanwhile
+            raw = await self.store.get_setting(INVITE_KEY + hex_id(req.invite_id))
+            if raw is not None:
+                try:
+                    InviteRecord.from_bytes(InviteEntry.from_bytes(raw).record).admit(
+                        used=await self._uses(req.invite_id),
+                        reserved=await self._in_flight(req.invite_id),
+                    )
+                except InviteError as exc:
+                    raise AdmissionRefused(str(exc)) from None
+            refused: list[RoomError] = []
+
+            def add(room: Room, now: int) -> Any:
+                try:
+                    return room.add_members([req.key_package], now=now)
+                except RoomError as exc:
+                    refused.append(exc)
+                    raise
+
             try:
-                approved = InviteRecord.from_bytes(invite.record).approve()
-            except InviteError as exc:
-                raise BackchannelError(str(exc)) from None
-            await self.store.set_setting(
-                INVITE_KEY + hex_id(req.invite_id),
-                replace(invite, record=approved.to_bytes()).to_bytes(),
-            )
-        live.names[self._member_of(req)] = req.display_name
-        await self._commit(
-            live,
-            lambda r, now: r.add_members([req.key_package], now=now),
-            {"approve": req.request_id},
-        )
+                await self._commit(live, add, {"approve": req.request_id})
+            except BackchannelError as exc:
+                if refused:
+                    raise AdmissionRefused(str(exc)) from None
+                raise
+
+    async def _auto_approve(self, room_id: bytes, rid: bytes) -> None:
+        """Approve a request in a room that admits automatically; one that cannot be
+        admitted is turned away (told so within the link's rate limit)."""
+        try:
+            await self.approve(room_id, hex_id(rid))
+        except AdmissionRefused:
+            _log.info("a join request could not be admitted automatically; turned away")
+            raw = await self.store.get_setting(REQUEST_KEY + hex_id(rid))
+            if raw is None:
+                return
+            req = RequestEntry.from_bytes(raw)
+            if self._may_auto_reply(req.invite_id, self._now()):
+                secret = await self._invite_secret(req.invite_id)
+                note = ReplyEntry("auto", room_id)
+                await self._reply(
+                    secret, rid, req.inbox, req.inbox_write_seed, JoinReply(False), note, req
+                )
+            else:
+                await self.store.delete_setting(REQUEST_KEY + hex_id(rid))
 
     def _member_of(self, req: RequestEntry) -> bytes:
 
@@ -214,21 +281,57 @@ class InviteFlows:
         blob = seal_join_reply(
             secret, req.inbox_write_seed, rid, JoinReply(True, welcome, access, seq)
         )
-        self.connection.register(capability(req.inbox, write=req.inbox_write_seed))
+        if not self.connection.register(capability(req.inbox, write=req.inbox_write_seed)):
+            # The inbox was new on arrival and is checked again here: not sent, and said.
+            _log.warning("an approved joiner's inbox is a mailbox in use; Welcome not sent")
+            fx.events.append(
+                Alert(
+                    hex_id(live.record.room_id),
+                    "The invitation of someone you approved was not sent: their request "
+                    "named a mailbox this device already uses. They are listed as a member "
+                    "but cannot read the room; remove them and send a new invite.",
+                )
+            )
+        else:
+            out = os.urandom(16)  # the outbox key is ours, never the requester's id
+            fx.settings[WRITE_CAP_KEY + hex_id(req.inbox)] = req.inbox + req.inbox_write_seed
+            fx.settings[REPLY_KEY + hex_id(out)] = ReplyEntry(
+                "welcome", live.record.room_id
+            ).to_bytes()
+            fx.outbox.append(OutboxEntry(out, req.inbox, blob, self._now()))
         fx.settings[key] = None
-        fx.settings[WRITE_CAP_KEY + hex_id(req.inbox)] = req.inbox + req.inbox_write_seed
-        fx.outbox.append(OutboxEntry(rid, req.inbox, blob, self._now()))
+        # The invite's use, counted in the transaction of the Add commit that admitted them.
+        fx.settings[f"{USE_KEY}{hex_id(req.invite_id)}/{hex_id(rid)}"] = b"\x01"
         fx.names[self._member_of(req)] = req.display_name
         fx.members_changed = True
         fx.events.append(RoomChanged(hex_id(live.record.room_id)))
 
     async def _reply(
-        self, secret: bytes, rid: bytes, inbox: bytes, seed: bytes, reply: JoinReply
+        self,
+        secret: bytes,
+        rid: bytes,
+        inbox: bytes,
+        seed: bytes,
+        reply: JoinReply,
+        note: ReplyEntry,
+        answered: RequestEntry | None = None,
     ) -> None:
+        """Queue ``reply`` for the requester's inbox (and forget ``answered``, in one
+        transaction). The inbox's write key is added to those held, never in place of
+        one: if it conflicts with a key held, nothing is sent."""
         blob = seal_join_reply(secret, seed, rid, reply)
-        self.connection.register(capability(inbox, write=seed))
-        await self.store.set_setting(WRITE_CAP_KEY + hex_id(inbox), inbox + seed)
-        await self.store.enqueue(OutboxEntry(rid, inbox, blob, self._now()))
+        if not self.connection.register(capability(inbox, write=seed)):
+            _log.warning("an answer to a join request was not sent: its inbox is in use")
+            if answered is not None:
+                await self.store.delete_setting(REQUEST_KEY + hex_id(answered.request_id))
+            return
+        out = os.urandom(16)  # the outbox key is ours, never the requester's id
+        async with self.store.transaction() as tx:
+            await tx.set_setting(WRITE_CAP_KEY + hex_id(inbox), inbox + seed)
+            await tx.set_setting(REPLY_KEY + hex_id(out), note.to_bytes())
+            await tx.enqueue(OutboxEntry(out, inbox, blob, self._now()))
+            if answered is not None:
+                await tx.delete_setting(REQUEST_KEY + hex_id(answered.request_id))
         self._outbox.notify()
 
     async def deny(self, room_id: bytes, request: str) -> None:
@@ -236,8 +339,10 @@ class InviteFlows:
         self._require_facilitator(live)
         req = await self._request(room_id, request)
         secret = await self._invite_secret(req.invite_id)
-        await self._reply(secret, req.request_id, req.inbox, req.inbox_write_seed, JoinReply(False))
-        await self.store.delete_setting(REQUEST_KEY + hex_id(req.request_id))
+        note = ReplyEntry("deny", room_id)
+        await self._reply(
+            secret, req.request_id, req.inbox, req.inbox_write_seed, JoinReply(False), note, req
+        )
 
     async def _invite_secret(self, invite_id: bytes) -> bytes:
         raw = await self.store.get_setting(INVITE_KEY + hex_id(invite_id))
@@ -257,6 +362,13 @@ class InviteFlows:
                 f"This invite is for the relay {invite.relay_url}, but this profile uses "
                 f"{self._relay_url}. Join with a profile on that relay "
                 f"(`backchannel --home DIR init --relay {invite.relay_url}`)."
+            )
+        if not self.connection.register(
+            capability(invite.drop_mailbox, write=invite.drop_write_seed)
+        ):
+            raise BackchannelError(
+                "This invite link names a mailbox this device already uses for something "
+                "else, so it cannot be used. Ask the facilitator for a new link."
             )
         now = self._now()
         bundle = Room.key_package(
@@ -288,7 +400,6 @@ class InviteFlows:
         joining = JoiningEntry(
             rid, invite.secret, invite.hint, bundle.to_bytes(), inbox, read, write, now
         )
-        self.connection.register(capability(invite.drop_mailbox, write=invite.drop_write_seed))
         async with self.store.transaction() as tx:
             await tx.set_setting(JOINING_KEY + hex_id(rid), joining.to_bytes())
             await tx.set_setting(
