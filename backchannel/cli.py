@@ -579,7 +579,9 @@ async def _refusals(s: Session, room: str, post: str | None) -> str | None:
 
     The command's own post (``post``), and any post of the same ``room``: a post the
     client holds after a refusal holds back the posts queued after it in its room
-    (the outbox keeps their order), so the command's post is not sent either.
+    (the outbox keeps their order). Only asked when the command's own post was not
+    acknowledged, so a refusal of another post never turns a delivered one into a
+    failure.
 
     Returns:
         The client's sentences for those refusals, and whether what was refused is

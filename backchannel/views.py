@@ -223,10 +223,12 @@ class Alert(ClientEvent):
 
 @dataclass(frozen=True, slots=True)
 class PostRefused(ClientEvent):
-    """The relay refused something this device posted; it stays queued.
+    """The relay refused something this device posted.
 
-    A refused post holds back the posts queued after it for the same mailbox (the
-    outbox keeps their order), so a UI counts it against every later post of ``room``.
+    What the client does next depends on the refusal: a post refused for good is
+    dropped (and its message marked refused); one the relay may take later is kept
+    and holds back the posts queued after it for the same mailbox (the outbox keeps
+    their order). :meth:`~.client.Client.post_queued` tells which.
 
     Attributes:
         room: the room it was posted to, or None (an invite drop, a join request).
