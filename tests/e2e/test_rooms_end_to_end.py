@@ -168,8 +168,12 @@ async def test_a_file_arrives_whole_and_checked(people: dict[str, Person], tmp_p
         return bool(files) and files[0].file is not None and files[0].file.complete
 
     await eventually(arrived, timeout=30)
-    saved = await ben.c.save_file(room, sent.id, tmp_path)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    saved = await ben.c.save_file(room, sent.id, downloads)
     assert saved.name == "draft-agreement.pdf" and saved.read_bytes() == data
+    with pytest.raises(BackchannelError, match="exists already"):  # never replaced unasked
+        await ben.c.save_file(room, sent.id, downloads)
     too_big = tmp_path / "huge.bin"
     with too_big.open("wb") as f:
         f.truncate(65 * 1024 * 1024)
