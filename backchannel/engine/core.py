@@ -58,10 +58,13 @@ from ..transport.errors import Denied, MailboxExists, Rejected, TransportError
 from ..transport.events import (
     ConnectionState,
     Entry,
+    GapOpen,
     GenerationChanged,
+    LateEntry,
     LinkState,
     Reset,
     Revoked,
+    Skipped,
 )
 from ..transport.outbox import OutboxItem, OutboxSender, Verdict, retry_later
 from ..views import (
@@ -376,15 +379,23 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                 ):
                     await self.store.set_setting(_GENERATION_KEY, generation)
             elif isinstance(event, GenerationChanged):
-                self._emit(Alert(None, GENERATION_TEXT))
+                # Once per generation in a run: a relay flapping between two says nothing new.
+                fresh = self._once(("generation", event.generation))
+                self._once(("generation", event.previous))
+                if fresh:
+                    self._emit(Alert(None, GENERATION_TEXT))
             elif isinstance(event, Entry):
                 # A burst of entries (catching up, a busy room) is handled in batches:
                 # one store transaction per room per batch instead of one per entry.
                 await self._on_entries([event, *self.connection.ready_entries(BATCH_ENTRIES)])
             elif isinstance(event, Revoked):
-                route = self._routes.get(event.mailbox)
-                if route is not None and route[0] == "room":
-                    _log.info("a room mailbox was revoked (%s)", event.reason)
+                self._on_revoked(event)
+            elif isinstance(event, Skipped):
+                self._on_skipped(event)
+            elif isinstance(event, LateEntry):
+                self._on_late_entry(event)
+            elif isinstance(event, GapOpen):
+                self._on_gap_open(event)
             elif isinstance(event, Reset):
                 # The stored cursor follows the transport's back to the start (see
                 # Reset), or after a restart the entries the relay numbers anew would be
@@ -395,7 +406,8 @@ class Engine(Commits, InviteFlows, RoomActions, Watching):
                 if live is not None:
                     live.recent.clear()
                     live.expected.clear()
-                self._emit(Alert(None, "The relay lost messages (restored from a backup)."))
+                if self._reset_storm(event.mailbox):  # once per mailbox per storm
+                    self._emit(Alert(None, "The relay lost messages (restored from a backup)."))
 
     async def _on_entries(self, entries: list[Entry]) -> None:
         """Handle entries in order; consecutive ones of one room share a transaction."""

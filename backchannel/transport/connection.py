@@ -27,10 +27,23 @@ open: when the missing push arrives, it and the held ones that follow are
 delivered. If it has not come :data:`GAP_WAIT` seconds later, a ``fetch`` from the
 cursor fills the gap: the entries it returns are delivered, in order, merged with
 the held ones, and numbers the relay's own answer says it no longer has (trimmed,
-expired) are skipped, as the protocol defines. Pushed numbers that the relay's
-fetches still do not know after :data:`FILL_ATTEMPTS` tries are dropped: a relay
-that made them up gains nothing. Held entries end with their session: the next
-one subscribes from the cursor again.
+expired) are skipped, as the protocol defines, with a :class:`Skipped` event; a
+head above the last entry is asked for twice before the cursor moves to it. A push
+that later comes for a skipped number proves the relay withheld it: it is delivered
+late (below the cursor, once) after a :class:`LateEntry` event. Pushed numbers that
+the relay's fetches still do not know after :data:`FILL_ATTEMPTS` tries are
+dropped: a relay that made them up gains nothing. A fill the relay refuses is
+retried with backoff while the session lasts, and after :data:`FILL_ATTEMPTS`
+refusals a :class:`GapOpen` event says so. Held entries end with their session:
+the next one subscribes from the cursor again.
+
+Bounds. Entries wait for the consumer in a queue of at most :data:`QUEUE_ENTRIES`
+entries and :data:`QUEUE_BYTES` bytes (a page more while one is handed on):
+reading a backlog stops at a page's end when it is full and goes on once the
+consumer has taken some; a push it has no room for is held or fetched later. The
+pump never waits for the consumer, so the session's own bounded queue drains and
+answers to requests are read. A ``revoked`` frame starts at most one recovery per
+mailbox; frames meanwhile make it run once more.
 
 Generations. The relay's ``hello`` names its store's generation; a relay restored
 from a backup starts a new one (``docs/relay-protocol.md`` §6) and numbers every
@@ -56,8 +69,11 @@ other refusal raises its :class:`~.errors.Rejected` subclass at once.
 
 A ``revoked`` frame drops the mailbox's grants on that session and sets the mailbox
 up again with the capability now registered (after :meth:`~RelayConnection.rotate`,
-the new one). Only if that is refused does the consumer get a :class:`Revoked`
-event, and the mailbox is no longer followed.
+the new one). Only if that is refused for good does the consumer get a
+:class:`Revoked` event, and the mailbox is no longer followed: ``rate_limited``
+waits ``retry_after`` and tries again, transient refusals back off and try again,
+and a lost answer (a timeout) closes the session so the next one sets every
+mailbox up again.
 """
 
 from __future__ import annotations
@@ -72,7 +88,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from relay.protocol import ErrFrame, Push
+from relay.protocol import Push
 from relay.protocol import Revoked as RevokedFrame
 
 from .backoff import Backoff, full_jitter
@@ -93,10 +109,13 @@ from .events import (
     ConnectionState,
     Entry,
     FetchPage,
+    GapOpen,
     GenerationChanged,
+    LateEntry,
     LinkState,
     Reset,
     Revoked,
+    Skipped,
     TransportEvent,
 )
 from .proxy import ProxySettings, parse_proxy_url, proxy_errors
@@ -118,11 +137,14 @@ __all__ = [
     "ConnectionState",
     "Entry",
     "FetchPage",
+    "GapOpen",
     "GenerationChanged",
+    "LateEntry",
     "LinkState",
     "RelayConnection",
     "Reset",
     "Revoked",
+    "Skipped",
     "TransportEvent",
     "full_jitter",
 ]
@@ -138,6 +160,11 @@ FILL_ATTEMPTS: Final = 3
 #: Early entries held per followed mailbox, and their bytes over all mailboxes.
 HOLD_ENTRIES: Final = 256
 HOLD_BYTES: Final = 8 * 1024 * 1024
+#: Entries, and their bytes, queued for the consumer before reading more waits for it.
+QUEUE_ENTRIES: Final = 2048
+QUEUE_BYTES: Final = 16 * 1024 * 1024
+#: Ranges of skipped numbers remembered per mailbox (to recognise a late push for one).
+SKIPS_KEPT: Final = 64
 #: The ``reason`` values of a ``revoked`` frame (docs/relay-protocol.md §8).
 REVOKED_REASONS: Final = frozenset({"rotated", "expired", "unavailable"})
 
@@ -160,6 +187,12 @@ class _Follow:
     #: acknowledged a, the cursor moves on to b (numbers trimmed, expired, or skipped by
     #: a restored relay: docs/relay-protocol.md §6).
     jump: tuple[int, int] | None = None
+    #: The backlog was not read to its end: the consumer's queue was full (the filler
+    #: reads on once it has room).
+    behind: bool = False
+    #: [first, last] ranges of numbers the cursor moved past without an entry (the
+    #: latest SKIPS_KEPT): a push for one of them later proves the relay withheld it.
+    skips: list[tuple[int, int]] = field(default_factory=list)
 
     def hold(self, seq: int, blob: bytes, room: int) -> None:
         """Keep an early entry, the lowest numbers first, within the limits."""
@@ -184,6 +217,21 @@ class _Follow:
         self.held.clear()
         self.held_bytes = 0
         self.pushed = self.delivered
+        self.behind = False
+
+    def skipped(self, first: int, last: int) -> None:
+        self.skips.append((first, last))
+        del self.skips[:-SKIPS_KEPT]
+
+    def unskip(self, seq: int) -> bool:
+        """Whether ``seq`` was skipped (and is no longer: it is delivered late, once)."""
+        for i, (first, last) in enumerate(self.skips):
+            if first <= seq <= last:
+                parts = [(first, seq - 1), (seq + 1, last)]
+                self.skips[i : i + 1] = [(a, b) for a, b in parts if a <= b]
+                del self.skips[:-SKIPS_KEPT]
+                return True
+        return False
 
 
 AckCallback = Callable[[bytes, int], Awaitable[None]]
@@ -234,6 +282,14 @@ class RelayConnection:
         self._follows: dict[bytes, _Follow] = {}
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._events: asyncio.Queue[TransportEvent | None] = asyncio.Queue()
+        #: Entries in ``_events`` (and ``_held``) and their bytes; see QUEUE_ENTRIES.
+        self._queued_entries = 0
+        self._queued_bytes = 0
+        self._room = asyncio.Event()
+        #: Per mailbox: the task setting it up again after a ``revoked`` frame, and the
+        #: reason of a further frame that came meanwhile (one more round, not one more task).
+        self._recovering: dict[bytes, asyncio.Task[None]] = {}
+        self._recover_again: dict[bytes, str] = {}
         #: At most one event taken by ready_entries and not yet given out (None = closed).
         self._held: list[TransportEvent | None] = []
         self._session: RelaySession | None = None
@@ -271,6 +327,7 @@ class RelayConnection:
             await self._http.close()
         self._set_state(LinkState.CLOSED)
         self._events.put_nowait(None)
+        self._room.set()
 
     async def __aenter__(self) -> RelayConnection:
         await self.start()
@@ -308,6 +365,8 @@ class RelayConnection:
         if event is None:
             self._events.put_nowait(None)  # every later reader sees the end too
             raise ConnectionClosed("This relay connection was closed.")
+        if isinstance(event, Entry):
+            self._taken(event)
         if isinstance(event, Reset):
             follow = self._follows.get(event.mailbox)
             if follow is not None and follow.acked > event.head:
@@ -330,8 +389,24 @@ class RelayConnection:
             if not isinstance(event, Entry):
                 self._held.append(event)  # given out first by next_event
                 break
+            self._taken(event)
             out.append(event)
         return out
+
+    def _taken(self, entry: Entry) -> None:
+        self._queued_entries -= 1
+        self._queued_bytes -= len(entry.blob)
+        if not self._full():
+            self._room.set()
+
+    def _full(self) -> bool:
+        return self._queued_entries >= QUEUE_ENTRIES or self._queued_bytes >= QUEUE_BYTES
+
+    async def _wait_room(self) -> None:
+        """Wait until the consumer's queue has room (never from the pump)."""
+        while self._full() and not self._closed:
+            self._room.clear()
+            await self._room.wait()
 
     async def events(self) -> AsyncIterator[TransportEvent]:
         """Every event until the connection is closed."""
@@ -747,6 +822,7 @@ class RelayConnection:
 
     async def _serve(self, session: RelaySession) -> None:
         self._grants = {}
+        self._recovering, self._recover_again = {}, {}
         self._session = session
         self._notify()
         generation = session.hello.generation if session.hello is not None else None
@@ -779,23 +855,11 @@ class RelayConnection:
             await session.close()
 
     async def _pump(self, session: RelaySession) -> None:
-        closed = asyncio.ensure_future(session.wait_closed())
-        getter: asyncio.Task[Push | RevokedFrame | ErrFrame] | None = None
-        try:
-            while not closed.done():
-                getter = asyncio.create_task(session.next_event())
-                await asyncio.wait((getter, closed), return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()  # Queue.get leaves the item queued when cancelled
-                    await asyncio.wait((getter,))
-                if not getter.cancelled():
-                    self._on_frame(session, getter.result())
-            while session.pending_events():  # what arrived just before the close
-                self._on_frame(session, await session.next_event())
-        finally:
-            closed.cancel()
-            if getter is not None:
-                getter.cancel()
+        # Never waits on anything but the session: frames are handled at once (a push
+        # the consumer has no room for is held or fetched later), so the session's
+        # bounded queue drains and answers behind the pushes are read.
+        while (frame := await session.next_frame()) is not None:
+            self._on_frame(session, frame)
 
     def _on_frame(self, session: RelaySession, frame: object) -> None:
         if isinstance(frame, Push):
@@ -807,32 +871,56 @@ class RelayConnection:
             if reason != "unavailable":
                 for role in ("read", "write"):
                     self._grants.pop((frame.mailbox, role), None)
-            if frame.mailbox in self._follows:
-                task = asyncio.create_task(self._recover(session, frame.mailbox, reason))
-                self._session_tasks.add(task)
-                task.add_done_callback(self._session_tasks.discard)
+            if frame.mailbox not in self._follows:
+                return
+            running = self._recovering.get(frame.mailbox)
+            if running is not None and not running.done():
+                # One recovery per mailbox: it runs once more when done, whatever the
+                # number of frames meanwhile.
+                self._recover_again[frame.mailbox] = reason
+                return
+            task = asyncio.create_task(self._recover(session, frame.mailbox, reason))
+            self._recovering[frame.mailbox] = task
+            self._session_tasks.add(task)
+            task.add_done_callback(self._session_tasks.discard)
 
     # -- ordering (see the module docstring) --------------------------------------------------
 
     def _on_push(self, session: RelaySession, push: Push) -> None:
         follow = self._follows.get(push.mailbox)
-        if follow is None or push.seq <= follow.delivered:
-            return  # not followed, or delivered already (a duplicate, a replaced subscription)
+        if follow is None:
+            return
+        if push.seq <= follow.delivered:
+            if follow.unskip(push.seq):
+                # A fetch answer said no entry has this number: the relay withheld it.
+                _log.warning("the relay pushed an entry its fetch answer had left out")
+                self._events.put_nowait(LateEntry(push.mailbox, push.seq))
+                self._deliver(push.mailbox, follow, push.seq, push.blob, late=True)
+            return  # delivered already (a duplicate, a replaced subscription)
         follow.pushed = max(follow.pushed, push.seq)
-        if push.seq == follow.delivered + 1:
+        if push.seq == follow.delivered + 1 and not self._full():
             self._deliver(push.mailbox, follow, push.seq, push.blob)
             self._drain(push.mailbox, follow)
-        else:
+        else:  # early, or the consumer's queue is full: held, or fetched later
             held = sum(f.held_bytes for f in self._follows.values())
             follow.hold(push.seq, push.blob, HOLD_BYTES - held)
-        if follow.pushed > follow.delivered and follow.filler is None:
-            task = asyncio.create_task(self._fill(session, push.mailbox, follow))
+        if follow.pushed > follow.delivered:
+            self._start_fill(session, push.mailbox, follow)
+
+    def _start_fill(self, session: RelaySession, mailbox: bytes, follow: _Follow) -> None:
+        if follow.filler is None:
+            task = asyncio.create_task(self._fill(session, mailbox, follow))
             follow.filler = task
             self._session_tasks.add(task)
             task.add_done_callback(self._session_tasks.discard)
 
-    def _deliver(self, mailbox: bytes, follow: _Follow, seq: int, blob: bytes) -> None:
-        follow.delivered = seq
+    def _deliver(
+        self, mailbox: bytes, follow: _Follow, seq: int, blob: bytes, *, late: bool = False
+    ) -> None:
+        if not late:
+            follow.delivered = seq
+        self._queued_entries += 1
+        self._queued_bytes += len(blob)
         self._events.put_nowait(Entry(mailbox, seq, blob))
 
     def _drain(self, mailbox: bytes, follow: _Follow) -> None:
@@ -844,26 +932,45 @@ class RelayConnection:
             follow.release(seq)
 
     async def _fill(self, session: RelaySession, mailbox: bytes, follow: _Follow) -> None:
-        """Close the gap before ``follow``'s held pushes: wait for the late ones, then fetch."""
+        """Close the gap before ``follow``'s held pushes (wait for the late ones, then
+        fetch), or read on a backlog left for want of room in the consumer's queue.
+
+        Refused fetches are retried with backoff for as long as the session lasts (the
+        next one sets the mailbox up again); after FILL_ATTEMPTS of them in a row, a
+        :class:`GapOpen` event says the gap stays open.
+        """
         failures = strikes = 0
         suspects: set[int] = set()
+        delay = GAP_WAIT
+        told = False
         try:
             while True:
-                await asyncio.sleep(GAP_WAIT)
+                await asyncio.sleep(delay)
+                delay = GAP_WAIT
+                await self._wait_room()
                 async with self._lock(mailbox):
                     if self._follows.get(mailbox) is not follow or session is not self._session:
                         return
-                    if follow.pushed <= follow.delivered:
+                    if follow.pushed <= follow.delivered and not follow.behind:
                         return  # the missing pushes came
                     try:
                         await self._catch_up(session, mailbox, follow)
                     except Rejected as exc:
                         failures += 1
-                        if not exc.transient or failures >= FILL_ATTEMPTS:
-                            return  # a later push, or the next session, tries again
+                        if failures >= FILL_ATTEMPTS and not told:
+                            told = True
+                            _log.warning("the relay refuses to fill a gap (%s)", exc.code)
+                            self._events.put_nowait(
+                                GapOpen(mailbox, follow.delivered, follow.pushed)
+                            )
+                        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                            delay = max(exc.retry_after, GAP_WAIT)
+                        else:
+                            delay = self._jitter(failures) + GAP_WAIT
                         continue
-                    if follow.pushed <= follow.delivered:
-                        return
+                    failures = 0
+                    if follow.behind or follow.pushed <= follow.delivered:
+                        continue  # read on once there is room / done
                     # Read to the relay's head, and still pushes above it are held: a
                     # push may have overtaken its entry's commit in that read, so only
                     # those held through FILL_ATTEMPTS reads in a row are dropped.
@@ -875,8 +982,10 @@ class RelayConnection:
                             follow.release(seq)
                         follow.pushed = max(follow.held, default=follow.delivered)
                         strikes = 0
-        except (Unreachable, ProtocolMismatch, TimeoutError):
+        except (Unreachable, ProtocolMismatch):
             return  # the session is gone; the next one subscribes from the cursor
+        except TimeoutError:
+            await session.close()  # an answer was lost: the next session reads on
         finally:
             if follow.filler is asyncio.current_task():
                 follow.filler = None
@@ -887,7 +996,11 @@ class RelayConnection:
         """Fetch from the cursor to the end of the mailbox, delivering in order.
 
         With ``setup`` (a new subscription follows), a head behind the cursor is a
-        :class:`Reset` first.
+        :class:`Reset` first. The cursor moves past the numbers a page covers without
+        an entry (a :class:`Skipped` event): below its last entry, and up to the head
+        once a second answer has confirmed that head (one lying answer moves nothing).
+        When the consumer's queue is full, reading stops at a page's end and the filler
+        reads on once it has room.
         """
         while True:
             after = follow.delivered
@@ -904,34 +1017,63 @@ class RelayConnection:
                 self._events.put_nowait(Reset(mailbox, after, page.head))
                 follow.delivered = follow.pushed = follow.acked = 0
                 follow.jump = None
+                follow.skips.clear()
                 setup = False
                 continue
             setup = False
-            # The page covers (after, last] entirely, or (after, head] when it is the
-            # last: a number in there that it does not hold was trimmed or has expired.
-            last = page.entries[-1][0] if page.entries else after
-            covered = last if page.more else max(last, page.head)
+            # The page covers (after, top], and (top, head] when it is the last: a number
+            # in there that it does not hold was trimmed, has expired or lies below a
+            # restore floor, as the relay says (a lie shows when it is pushed later).
+            top = page.entries[-1][0] if page.entries else after
+            confirm: FetchPage | None = None
+            if not page.more and page.head > top:
+                # A head no entry confirms: asked once more before anything is skipped
+                # to it, so that one lying answer moves nothing.
+                confirm = _fetch_page(
+                    await session.call(
+                        "fetch", mailbox=mailbox, after=top, timeout=self._request_timeout
+                    )
+                )
             fetched = dict(page.entries)
-            for seq in sorted(fetched.keys() | {s for s in follow.held if s <= covered}):
+            for seq in sorted(fetched.keys() | {s for s in follow.held if s <= top}):
                 if seq > follow.delivered:
+                    if seq > follow.delivered + 1:
+                        follow.skipped(follow.delivered + 1, seq - 1)
+                        self._events.put_nowait(Skipped(mailbox, follow.delivered + 1, seq - 1))
                     # The relay's answer wins over a held push with the same number.
                     blob = fetched[seq] if seq in fetched else follow.held[seq]
                     self._deliver(mailbox, follow, seq, blob)
-            last = follow.delivered
-            if covered > last:
-                follow.delivered = covered
-                if follow.acked >= last:
-                    await self.ack(mailbox, covered)
-                else:
-                    follow.jump = (last, covered)
             self._drain(mailbox, follow)
+            if confirm is not None and confirm.entries:
+                continue  # entries came meanwhile: read on from the cursor
             if not page.more:
+                head = min(page.head, confirm.head) if confirm is not None else page.head
+                last = follow.delivered
+                if head > last:
+                    follow.skipped(last + 1, head)
+                    self._events.put_nowait(Skipped(mailbox, last + 1, head))
+                    follow.delivered = head
+                    if follow.acked >= last:
+                        await self.ack(mailbox, head)
+                    else:
+                        follow.jump = (last, head)
+                    self._drain(mailbox, follow)
+                follow.behind = False
+                return
+            if self._full():
+                follow.behind = True
+                self._start_fill(session, mailbox, follow)
                 return
 
     async def _recover(self, session: RelaySession, mailbox: bytes, reason: str) -> None:
-        if reason == "unavailable":  # the store failed while catching up: later, same cursor
-            await asyncio.sleep(self._jitter(1))
-        await self._setup_follow(session, mailbox, reason=reason)
+        while True:
+            if reason == "unavailable":  # the store failed while catching up: later, same cursor
+                await asyncio.sleep(self._jitter(1))
+            await self._setup_follow(session, mailbox, reason=reason)
+            again = self._recover_again.pop(mailbox, None)
+            if again is None or session is not self._session:
+                return
+            reason = again
 
     async def _setup_follow(
         self,
@@ -943,9 +1085,11 @@ class RelayConnection:
     ) -> None:
         """Authenticate, check the head against the cursor, read on to the head, subscribe.
 
-        A permanent refusal unfollows the mailbox and raises (``raise_refusal``, for
-        :meth:`follow`) or becomes a :class:`Revoked` event with ``reason`` (the relay's
-        ``revoked`` reason) or else the refusal's code.
+        ``rate_limited`` waits its ``retry_after`` and tries again, as do transient
+        refusals (with backoff). A lost answer closes the session: the next one sets
+        every mailbox up again. A permanent refusal unfollows the mailbox and raises
+        (``raise_refusal``, for :meth:`follow`) or becomes a :class:`Revoked` event
+        with ``reason`` (the relay's ``revoked`` reason) or else the refusal's code.
         """
         failures = 0
         async with self._lock(mailbox):
@@ -953,8 +1097,9 @@ class RelayConnection:
                 follow = self._follows[mailbox]
                 try:
                     await self._ensure_auth(session, mailbox, "read")
-                    # The backlog is read with fetch, to the head (so the cursor can
-                    # move past numbers no entry has); the subscription pushes the rest.
+                    # The backlog is read with fetch, to its last entry (so the cursor
+                    # moves past numbers no entry has below it); the subscription pushes
+                    # the rest.
                     follow.clear()
                     await self._catch_up(session, mailbox, follow, setup=True)
                     await session.call(
@@ -964,8 +1109,20 @@ class RelayConnection:
                         timeout=self._request_timeout,
                     )
                     return
-                except (Unreachable, ProtocolMismatch, TimeoutError):
+                except (Unreachable, ProtocolMismatch):
                     return  # the next session sets it up again
+                except TimeoutError:
+                    # The answer was lost (or never sent): this session would say
+                    # connected and deliver nothing of the mailbox. Drop it, as a
+                    # request does; the next session sets every mailbox up again.
+                    _log.info("a relay request timed out while following a mailbox")
+                    await session.close()
+                    return
+                except RateLimited as exc:
+                    failures += 1
+                    wait = exc.retry_after if exc.retry_after is not None else 0.0
+                    await asyncio.sleep(max(wait, self._jitter(failures)))
+                    continue
                 except Rejected as exc:
                     if exc.transient:
                         failures += 1

@@ -12,10 +12,13 @@ __all__ = [
     "ConnectionState",
     "Entry",
     "FetchPage",
+    "GapOpen",
     "GenerationChanged",
+    "LateEntry",
     "LinkState",
     "Reset",
     "Revoked",
+    "Skipped",
     "TransportEvent",
 ]
 
@@ -118,6 +121,56 @@ class GenerationChanged(TransportEvent):
     previous: bytes
     #: The relay's generation id now; keep it (see ``RelayConnection.expect_generation``).
     generation: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped(TransportEvent):
+    """The cursor of a followed mailbox moved past ``first`` to ``last`` without an entry.
+
+    The relay's fetch answer held an entry above those numbers and none of them: the
+    relay says they were trimmed or have expired, or lie below a restore's floor
+    (docs/relay-protocol.md §6). A relay that withholds entries says the same, so a
+    consumer compares it with what it knows (e.g. its own appends at those numbers).
+    Comes before the entry above them.
+    """
+
+    #: The mailbox id.
+    mailbox: bytes
+    #: The first and the last number passed.
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
+class LateEntry(TransportEvent):
+    """The relay pushed an entry at ``seq``, a number its own fetch answer had said holds
+    none (a :class:`Skipped` before): it withheld that entry, at least for a while.
+
+    Proof that the relay lied. The entry itself follows as an :class:`Entry`, out of
+    order (below the cursor), at most once.
+    """
+
+    #: The mailbox id.
+    mailbox: bytes
+    #: The entry's sequence number.
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class GapOpen(TransportEvent):
+    """Entries after ``after`` were pushed (up to ``pushed``) but the relay keeps refusing
+    to answer the fetches that would fill the gap before them.
+
+    The gap is still being filled, with backoff, and on every new connection; the
+    entries above it wait. Said once per gap and session.
+    """
+
+    #: The mailbox id.
+    mailbox: bytes
+    #: The cursor: the last number delivered.
+    after: int
+    #: The highest number pushed.
+    pushed: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,12 @@ message that fails any check is a protocol error: the session closes (code 1002,
 1009 for size) and every waiting request fails with :class:`ProtocolMismatch`; nothing
 from that message reaches the caller, and what was received before it stays valid.
 Frames of an unknown type are ignored (``docs/relay-protocol.md`` §15).
+
+Pushes, ``revoked`` and unmatched ``err`` frames wait in a queue for the caller. It is
+bounded: with :data:`QUEUED_FRAMES` frames waiting, the session stops reading the
+WebSocket (so TCP pushes back on the relay) until the caller takes some; answers to
+requests behind them wait too, so the caller must keep taking frames without waiting
+on a request (``RelayConnection``'s pump never waits).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from .errors import ProtocolMismatch, Unreachable, rejected
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "QUEUED_FRAMES",
     "MailboxCapability",
     "RedirectRefused",
     "RelaySession",
@@ -87,6 +94,9 @@ MAX_MESSAGE_BYTES = SERVER_FRAME_BYTES_MAX
 #: header, before the payload is buffered), so the setting is one above the largest.
 _MAX_MSG_SIZE = MAX_MESSAGE_BYTES + 1
 
+#: Frames (pushes, revocations, unmatched errors) queued for the caller before reading pauses.
+QUEUED_FRAMES = 1024
+
 _Pending = tuple[str, dict[str, Any], "asyncio.Future[dict[str, Any]]"]
 
 
@@ -103,6 +113,12 @@ class RelaySession:
         #: request id -> (op, request fields, future of the answer's checked fields)
         self._pending: dict[int, _Pending] = {}
         self._events: asyncio.Queue[Push | Revoked | ErrFrame] = asyncio.Queue()
+        #: Set when the queue has room (see QUEUED_FRAMES), and once closing.
+        self._room = asyncio.Event()
+        self._room.set()
+        #: Set when a frame was queued or the reader stopped (wakes :meth:`next_frame`).
+        self._wake = asyncio.Event()
+        self._closing = False
         self.hello: Hello | None = None
         self._hello_seen = asyncio.Event()
         self._reader = asyncio.create_task(self._read_loop(), name="relay-session-reader")
@@ -181,6 +197,11 @@ class RelaySession:
                 error = self._receive(msg)
                 if error is not None:
                     break
+                if not self._events.empty():
+                    self._wake.set()
+                    if self._events.qsize() >= QUEUED_FRAMES and not self._closing:
+                        self._room.clear()
+                        await self._room.wait()  # the caller takes frames; TCP waits
             if error is not None:
                 self.protocol_error = error
                 self._fail_pending(error)  # now, not after the close handshake
@@ -189,6 +210,7 @@ class RelaySession:
         finally:
             self.close_code = self._ws.close_code
             self._hello_seen.set()
+            self._wake.set()
             self._fail_pending(error)
 
     def _fail_pending(self, error: ProtocolMismatch | None) -> None:
@@ -312,7 +334,25 @@ class RelaySession:
     async def next_event(self, timeout: float | None = None) -> Push | Revoked | ErrFrame:
         """The next push, revocation or unmatched error frame."""
         async with asyncio.timeout(timeout):
-            return await self._events.get()
+            frame = await self._events.get()
+        self._taken()
+        return frame
+
+    async def next_frame(self) -> Push | Revoked | ErrFrame | None:
+        """The next push, revocation or unmatched error frame; None once the session has
+        closed and every frame received before was taken."""
+        while self._events.empty():
+            if self._reader.done():
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        frame = self._events.get_nowait()
+        self._taken()
+        return frame
+
+    def _taken(self) -> None:
+        if self._events.qsize() < QUEUED_FRAMES:
+            self._room.set()
 
     def pending_events(self) -> int:
         return self._events.qsize()
@@ -344,6 +384,8 @@ class RelaySession:
         await self.call("rotate", mailbox=cap.mailbox, sig=sig, **keys)
 
     async def close(self) -> None:
+        self._closing = True
+        self._room.set()  # a reader waiting for room reads on to the close
         await self._ws.close()
         await asyncio.gather(self._reader, return_exceptions=True)
         if self._own_http:
