@@ -421,6 +421,7 @@ def _message_json(m: MessageView) -> dict[str, Any]:
         "deleted": m.deleted,
         "outgoing": m.outgoing,
         "delivered": m.delivered,
+        "refused": m.refused,
         "file": dataclasses.asdict(m.file) if m.file is not None else None,
     }
 

@@ -143,6 +143,7 @@ def message_view(
         (not m.outgoing) or m.delivered_seq is not None,
         file,
         _counts(reactions, me),
+        refused=m.refused_at is not None,
     )
 
 

@@ -97,6 +97,8 @@ class MessageView:
     delivered: bool = True
     file: FileInfo | None = None
     reactions: tuple[ReactionCount, ...] = ()
+    #: An outgoing message the relay refused for good: it will not be sent.
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

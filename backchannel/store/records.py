@@ -107,6 +107,8 @@ class Message:
     delivered_seq: int | None = None
     local_id: int | None = None
     reply_author: bytes | None = None
+    #: When the relay refused this outgoing message for good (it is no longer queued).
+    refused_at: float | None = None
 
     def __post_init__(self) -> None:
         if (self.reply_to is None) != (self.reply_author is None):

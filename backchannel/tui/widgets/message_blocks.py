@@ -82,7 +82,9 @@ def pieces(
         header.append(" ⚠ key changed: compare safety numbers", style("warning"))
     elif member is not None and member.verified and not member.me:
         header.append(" ✓", style("verified"))
-    if m.outgoing and not m.delivered:
+    if m.outgoing and m.refused:
+        header.append("  not delivered: the relay refused it", style("warning"))
+    elif m.outgoing and not m.delivered:
         header.append("  sending…", style("meta"))
     out.append((header, 0))
 
