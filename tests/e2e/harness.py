@@ -97,3 +97,21 @@ async def wait_event(person: Person, kind: type[E], timeout: float = 20.0) -> E:
 
     await eventually(check, timeout)
     return found[0]
+
+
+async def start_room_of_two(fac: Person, ben: Person, title: str) -> str:
+    """Start two new profiles; ``fac`` opens a room and ``ben`` joins it through an invite.
+
+    Returns:
+        The room's id.
+    """
+    from backchannel.views import JoinRequested
+
+    for p in (fac, ben):
+        await p.start(create=True)
+    room = (await fac.c.create_room(title)).id
+    rid = await ben.c.join(await fac.c.invite(room))
+    request = await wait_event(fac, JoinRequested)
+    await fac.c.approve(room, request.request.id)
+    assert (await ben.c.wait_join(rid, 30)) is not None
+    return room

@@ -19,10 +19,10 @@ import pytest
 from backchannel.engine import commits as engine_commits
 from backchannel.engine.core import GENERATION_TEXT
 from backchannel.errors import BackchannelError
-from backchannel.views import Alert, JoinRequested
+from backchannel.views import Alert
 from tests.relayproc import RelayProcess
 
-from .harness import Person, eventually, false_alarms, wait_event
+from .harness import Person, eventually, false_alarms, start_room_of_two
 
 
 async def _texts(p: Person, room: str) -> list[str]:
@@ -51,13 +51,7 @@ async def test_a_restored_relay_is_said_and_loses_or_repeats_nothing_more(
     fac = Person("Farida", tmp_path / "fac", relay.url)
     ben = Person("Ben", tmp_path / "ben", relay.url)
     try:
-        for p in (fac, ben):
-            await p.start(create=True)
-        room = (await fac.c.create_room("Restored")).id
-        rid = await ben.c.join(await fac.c.invite(room))
-        request = await wait_event(fac, JoinRequested)
-        await fac.c.approve(room, request.request.id)
-        assert (await ben.c.wait_join(rid, 30)) is not None
+        room = await start_room_of_two(fac, ben, "Restored")
         await fac.c.send(room, "before the backup")
         await eventually(lambda: _has(ben, room, "before the backup"), 30)
 
@@ -132,13 +126,7 @@ async def test_a_relay_rolled_back_without_the_mark_loses_nothing_after_a_restar
     fac = Person("Farida", tmp_path / "fac", relay.url)
     ben = Person("Ben", tmp_path / "ben", relay.url)
     try:
-        for p in (fac, ben):
-            await p.start(create=True)
-        room = (await fac.c.create_room("Rolled back")).id
-        rid = await ben.c.join(await fac.c.invite(room))
-        request = await wait_event(fac, JoinRequested)
-        await fac.c.approve(room, request.request.id)
-        assert (await ben.c.wait_join(rid, 30)) is not None
+        room = await start_room_of_two(fac, ben, "Rolled back")
         await fac.c.send(room, "kept")
         await eventually(lambda: _has(ben, room, "kept"), 30)
 

@@ -11,7 +11,7 @@ from backchannel.errors import BackchannelError
 from backchannel.views import JoinRequested, RemovedFromRoom
 from tests.relayproc import RelayProcess
 
-from .harness import Person, eventually, false_alarms, wait_event
+from .harness import Person, eventually, false_alarms, start_room_of_two, wait_event
 
 
 async def _texts(p: Person, room: str) -> list[str]:
@@ -33,13 +33,7 @@ async def test_the_relay_killed_mid_conversation_loses_and_duplicates_nothing(
     fac = Person("Farida", tmp_path / "fac", relay.url)
     ben = Person("Ben", tmp_path / "ben", relay.url)
     try:
-        for p in (fac, ben):
-            await p.start(create=True)
-        room = (await fac.c.create_room("Outage")).id
-        rid = await ben.c.join(await fac.c.invite(room))
-        request = await wait_event(fac, JoinRequested)
-        await fac.c.approve(room, request.request.id)
-        assert (await ben.c.wait_join(rid, 30)) is not None
+        room = await start_room_of_two(fac, ben, "Outage")
         await fac.c.send(room, "before the outage")
         await eventually(lambda: _has(ben, room, {"before the outage"}), timeout=30)
         relay.kill()  # kill -9: nothing flushed, nothing said goodbye
